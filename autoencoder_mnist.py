@@ -1,0 +1,796 @@
+"""Convolutional autoencoder on MNIST: learn codes, reduce them, cluster them, score the clusters.
+
+The script trains the seed's convolutional autoencoder on the 60,000 MNIST training images, encodes the
+10,000 held-out test images into 7x7x32 codes, reduces the codes to two dimensions with PCA, t-SNE and
+UMAP, clusters each space with KMeans and scores the clusters against the true digits. Raw pixels go
+through the same clustering as a baseline, so the table shows what the autoencoder adds. Every output
+of a run lands in one folder (`--out`, default `results/`).
+
+Commands:
+    python autoencoder_mnist.py                          # full run: 20 epochs, all images
+    python autoencoder_mnist.py --epochs 2 --train-size 5000 --test-size 1000 --out quick
+    python autoencoder_mnist.py --data my_digits.npz     # any local .npz in Keras' mnist.npz layout
+    python autoencoder_mnist.py --resume                 # continue an interrupted run
+
+Metrics:
+    BCE         binary cross-entropy per pixel between image and reconstruction (the training loss)
+    MSE         mean squared error per pixel, intensities in [0, 1]
+    PSNR        peak signal-to-noise ratio, 10 * log10(1 / MSE), in dB (higher is better)
+    silhouette  mean silhouette coefficient in the space that was clustered (-1..1, higher = tighter)
+    ARI         adjusted Rand index between clusters and true labels (0 = chance, 1 = identical)
+    NMI         normalized mutual information between clusters and true labels (0..1)
+    ACC         clustering accuracy: the fraction of images labelled right under the best one-to-one
+                matching of clusters to labels (Hungarian algorithm, as in the deep-clustering papers)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+# TensorFlow reads this when it is first imported; it keeps its C++ info lines off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist.npz"
+BUNDLED_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+IMAGE_SHAPE = (28, 28)
+# Which reductions each kind of features goes through; pixels are the baseline.
+REDUCTIONS = {"pixels": ("none", "pca", "umap"), "latent": ("none", "pca", "tsne", "umap")}
+# t-SNE's default perplexity (30) needs more than 90 points, UMAP's 15 neighbours more than 15.
+MIN_TEST_IMAGES = 100
+
+
+class InputError(ValueError):
+    """A problem with the user's flags or data: reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """Parse a flag value that must be a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """Parse a flag value that must be a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run. The defaults are the seed's recipe; each field is one command-line flag."""
+
+    # Data
+    data: Path | None = field(default=None, metadata={"parse": Path, "help": (
+        "a local .npz with x_train, y_train, x_test, y_test as in Keras' mnist.npz (images N x 28 x 28, "
+        "intensities 0..255; integer labels). Default: the bundled data/mnist.npz, else Keras' download")})
+    train_size: int | None = field(default=None, metadata={"parse": positive_int, "help": (
+        "train on N training images, a random sample stratified by label (drawn with --seed). Default: all")})
+    test_size: int | None = field(default=None, metadata={"parse": positive_int, "help": (
+        f"encode, cluster and score N test images, sampled like --train-size (at least {MIN_TEST_IMAGES}). "
+        "Default: all")})
+    evaluate_on: str = field(default="test", metadata={"parse": str, "choices": ("test", "validation"), "help": (
+        "the images to encode, cluster and score: the held-out test set, or a validation split of as "
+        "many training images (stratified, drawn with --seed) that training then leaves out; choose "
+        "settings on validation, report on test (default: test)")})
+    # Training: the seed's recipe, Adam and binary cross-entropy
+    epochs: int = field(default=20, metadata={"parse": positive_int, "help": "training epochs (default: 20)"})
+    batch_size: int = field(default=256, metadata={"parse": positive_int, "help": "images per step (default: 256)"})
+    # Reduction: t-SNE and UMAP search neighbours; on 50 principal components instead of 1,568 code
+    # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
+    pca_dims: int = field(default=50, metadata={"parse": whole_number, "help": (
+        "run t-SNE and UMAP on this many principal components of the features; 0 runs them on the "
+        "features themselves, as the seed did (default: 50)")})
+    # Run
+    seed: int = field(default=0, metadata={"parse": whole_number, "help": (
+        "seed for sampling, weights, shuffling and every estimator (default: 0)")})
+    out: Path = field(default=Path("results"), metadata={"parse": Path, "help": (
+        "folder for every output of the run (default: results)")})
+    resume: bool = field(default=False, metadata={"help": (
+        "continue an interrupted run from its last finished epoch (same flags, same --out)")})
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Build the command line from Config's fields and parse it; argparse exits 2 on a bad flag."""
+    parser = argparse.ArgumentParser(
+        prog="autoencoder_mnist.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Metrics and outputs are described in README.md.",
+    )
+    for option in fields(Config):
+        flag = "--" + option.name.replace("_", "-")
+        if isinstance(option.default, bool):
+            parser.add_argument(flag, action="store_true", help=option.metadata["help"])
+        else:
+            parser.add_argument(flag, type=option.metadata["parse"], default=option.default,
+                                choices=option.metadata.get("choices"), help=option.metadata["help"],
+                                metavar=None if "choices" in option.metadata else option.name.upper())
+    config = Config(**vars(parser.parse_args(argv)))
+    if config.out.exists() and not config.out.is_dir():
+        parser.error(f"--out {config.out} is a file; name a folder")
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Images scaled to [0, 1] with shape (n, 28, 28, 1), integer labels with shape (n,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read the four arrays of a Keras-layout .npz, never unpickling anything."""
+    if not path.is_file():
+        reason = "is a folder" if path.is_dir() else "does not exist"
+        raise InputError(f"--data {path} {reason}; pass the path of an .npz file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"--data {path} cannot be read (permission denied); make it readable")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"--data {path} is not an .npz file; save the arrays with numpy.savez")
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [key for key in keys if key not in npz.files]
+            if missing:
+                raise InputError(f"--data {path} lacks {', '.join(missing)}; an .npz needs the arrays "
+                                 f"{', '.join(keys)}, as in Keras' mnist.npz")
+            return {key: npz[key] for key in keys}
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"--data {path} holds object arrays, which are never unpickled; save plain "
+                         "numeric arrays") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise InputError(f"--data {path} is a damaged .npz ({error}); save it again with numpy.savez") from None
+
+
+def check_split(images: np.ndarray, labels: np.ndarray, split: str) -> None:
+    """Refuse images that are not (n, 28, 28) intensities in 0..255, or labels that don't match them."""
+    x, y = f"x_{split}", f"y_{split}"
+    if images.dtype.kind not in "uif":
+        raise InputError(f"{x} has dtype {images.dtype}; images must be numbers 0..255 (uint8 as in Keras)")
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or len(images) == 0:
+        raise InputError(f"{x} has shape {images.shape}; images must be (n, 28, 28) with n >= 1")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise InputError(f"{x} contains NaN or infinity; images must be finite intensities 0..255")
+    if images.min() < 0 or images.max() > 255:
+        raise InputError(f"{x} has values {images.min()}..{images.max()}; intensities must lie in 0..255")
+    if labels.dtype.kind not in "ui" or labels.ndim != 1:
+        raise InputError(f"{y} has dtype {labels.dtype} and shape {labels.shape}; labels must be a 1-D "
+                         "integer array")
+    if len(labels) != len(images):
+        raise InputError(f"{y} has {len(labels)} labels for {len(images)} images in {x}; give one label "
+                         "per image")
+    if labels.min() < 0 or labels.max() > 255:
+        raise InputError(f"{y} has labels {labels.min()}..{labels.max()}; labels must be class numbers 0..255")
+
+
+def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `size` items drawn without replacement, each class in proportion, in original order."""
+    order = rng.permutation(len(labels))
+    # Each item's position within its own class, as a fraction: taking the smallest fractions first
+    # draws every class at the same rate.
+    position = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        position[members] = (np.arange(len(members)) + 0.5) / len(members)
+    chosen = order[np.argsort(position[order], kind="stable")[:size]]
+    return np.sort(chosen)
+
+
+def load_data(config: Config) -> Dataset:
+    """Load, check and sample the data: images (n, 28, 28, 1) in [0, 1], labels (n,)."""
+    if config.data is not None:
+        arrays, source = read_npz(config.data), str(config.data)
+    elif BUNDLED_DATA.is_file():
+        digest = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
+        if digest != BUNDLED_SHA256:
+            raise InputError(f"{BUNDLED_DATA} is damaged (sha256 {digest[:12]}...); restore it with "
+                             "`git checkout data/mnist.npz` or pass a copy with --data")
+        arrays, source = read_npz(BUNDLED_DATA), "data/mnist.npz (bundled, sha256 checked)"
+    else:
+        arrays, source = download_mnist(), "keras.datasets.mnist"
+    for split in ("train", "test"):
+        check_split(arrays[f"x_{split}"], arrays[f"y_{split}"], split)
+
+    rng = np.random.default_rng(config.seed)
+    if config.evaluate_on == "validation":
+        held_out = np.zeros(len(arrays["y_train"]), dtype=bool)
+        held_out[stratified_sample(arrays["y_train"], len(arrays["y_test"]), rng)] = True
+        arrays["x_test"], arrays["y_test"] = arrays["x_train"][held_out], arrays["y_train"][held_out]
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][~held_out], arrays["y_train"][~held_out]
+        source += f" (validation: {held_out.sum()} training images held out)"
+    sizes = {"train": config.train_size, "test": config.test_size}
+    for split, size in sizes.items():
+        available = len(arrays[f"y_{split}"])
+        if size is not None and size > available:
+            raise InputError(f"--{split}-size {size} is larger than the {available} {split} images in "
+                             f"{source}; use at most {available}")
+        if size is not None and size < available:
+            keep = stratified_sample(arrays[f"y_{split}"], size, rng)
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][keep], arrays[f"y_{split}"][keep]
+    if len(arrays["y_test"]) < MIN_TEST_IMAGES:
+        raise InputError(f"only {len(arrays['y_test'])} test images; t-SNE and UMAP need at least "
+                         f"{MIN_TEST_IMAGES}: use --test-size {MIN_TEST_IMAGES} or more")
+    if len(np.unique(arrays["y_test"])) < 2:
+        raise InputError("the test labels hold a single class; clustering needs at least two")
+
+    def scale(images: np.ndarray) -> np.ndarray:
+        return (images.astype("float32") / 255.0)[..., np.newaxis]
+
+    return Dataset(scale(arrays["x_train"]), arrays["y_train"].astype("int64"),
+                   scale(arrays["x_test"]), arrays["y_test"].astype("int64"), source)
+
+
+def download_mnist() -> dict[str, np.ndarray]:
+    """Fall back to Keras' own MNIST download when the bundled file is missing."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as error:  # any network or cache failure means the same thing to the user
+        raise InputError(f"data/mnist.npz is missing and Keras could not download MNIST "
+                         f"({type(error).__name__}); pass a local copy with --data PATH") from None
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_autoencoder():
+    """The seed's convolutional autoencoder: images (n, 28, 28, 1) -> codes (n, 7, 7, 32) -> images.
+
+    Returns the autoencoder and its encoder, a named model of its own; the decoder is the autoencoder's
+    layer "decoder".
+    """
+    import keras
+    from keras import layers
+
+    image = keras.Input(shape=(*IMAGE_SHAPE, 1), name="image")
+    x = layers.Conv2D(32, 3, activation="relu", padding="same")(image)
+    x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
+    code = layers.MaxPooling2D(2, padding="same")(x)
+    encoder = keras.Model(image, code, name="encoder")
+
+    code_input = keras.Input(shape=code.shape[1:], name="code")
+    x = layers.Conv2D(32, 3, activation="relu", padding="same")(code_input)
+    x = layers.UpSampling2D(2)(x)
+    x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
+    x = layers.UpSampling2D(2)(x)
+    reconstruction = layers.Conv2D(1, 3, activation="sigmoid", padding="same")(x)
+    decoder = keras.Model(code_input, reconstruction, name="decoder")
+
+    autoencoder = keras.Model(image, decoder(encoder(image)), name="autoencoder")
+    return autoencoder, encoder
+
+
+# ----------------------------------------------------------------------------------------------------
+# Train
+# ----------------------------------------------------------------------------------------------------
+
+
+def train(autoencoder, data: Dataset, config: Config, checkpoint_dir: Path) -> dict[str, list[float]]:
+    """Fit the autoencoder to reproduce its input; returns loss, val_loss and images/s per epoch.
+
+    After each epoch `keras.callbacks.BackupAndRestore` saves the weights, the optimizer and the epoch
+    in `checkpoint_dir`, and a CSV log keeps the epoch's numbers; with a checkpoint there, training
+    continues from it, and a run that had finished training trains no more.
+    """
+    import keras
+
+    autoencoder.compile(optimizer="adam", loss="binary_crossentropy")
+    log_path = checkpoint_dir / "history.csv"
+    epoch_start = {}
+
+    def time_epoch(epoch: int, logs: dict) -> None:
+        # Written into `logs`, the number reaches the CSV log that the next callback writes.
+        logs["images_per_second"] = len(data.x_train) / (time.perf_counter() - epoch_start[epoch])
+        print(f"  epoch {epoch + 1}/{config.epochs}  loss {logs['loss']:.4f}  val_loss {logs['val_loss']:.4f}"
+              f"  {logs['images_per_second']:,.0f} images/s", flush=True)
+
+    autoencoder.fit(
+        data.x_train, data.x_train,
+        epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
+        validation_data=(data.x_test, data.x_test), verbose=0,
+        callbacks=[
+            keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
+            keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs: epoch_start.update({epoch: time.perf_counter()}),
+                on_epoch_end=time_epoch),
+            keras.callbacks.CSVLogger(str(log_path), append=True),
+        ],
+    )
+    table = np.genfromtxt(log_path, delimiter=",", names=True, ndmin=1)
+    # An epoch logged twice (stopped between its checkpoint and its log line) counts once, the last time.
+    _, last = np.unique(table["epoch"][::-1], return_index=True)
+    table = table[::-1][last]
+    return {name: table[name].tolist() for name in ("loss", "val_loss", "images_per_second")}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encode
+# ----------------------------------------------------------------------------------------------------
+
+
+def encode(autoencoder, encoder, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 28, 28, 1) -> flat codes (n, 1568) and reconstructions (n, 28, 28, 1)."""
+    codes = encoder.predict(images, batch_size=1024, verbose=0)
+    reconstructions = autoencoder.get_layer("decoder").predict(codes, batch_size=1024, verbose=0)
+    return codes.reshape(len(images), -1), reconstructions
+
+
+def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dict[str, float]:
+    """BCE and MSE per pixel, and PSNR in dB, of reconstructions against images, both in [0, 1]."""
+    # Keras clips predictions by 1e-7 in its binary cross-entropy; do the same so BCE matches val_loss.
+    p = np.clip(reconstructions.astype("float64"), 1e-7, 1 - 1e-7)
+    x = images.astype("float64")
+    bce = -np.mean(x * np.log(p) + (1 - x) * np.log(1 - p))
+    mse = np.mean((x - reconstructions) ** 2)
+    return {"test_bce": float(bce), "test_mse": float(mse), "test_psnr": float(10 * np.log10(1 / mse))}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reduce
+# ----------------------------------------------------------------------------------------------------
+
+
+def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tuple[dict, float | None]:
+    """Reduce features (n, d) with each named reduction.
+
+    Returns {name: (embedding (n, 2), or the features themselves for "none"; seconds)} and the share of
+    variance that the `pca_dims` principal components keep, on which t-SNE and UMAP run.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from umap import UMAP
+
+    start = time.perf_counter()
+    if config.pca_dims:
+        pca = PCA(n_components=min(config.pca_dims, *features.shape), random_state=config.seed)
+        compact, kept = pca.fit_transform(features), float(pca.explained_variance_ratio_.sum())
+    else:
+        compact, kept = features, None
+    compact_seconds = time.perf_counter() - start
+
+    reducers: dict[str, Callable[[], np.ndarray]] = {
+        "none": lambda: features,
+        "pca": lambda: PCA(n_components=2, random_state=config.seed).fit_transform(features),
+        "tsne": lambda: TSNE(n_components=2, random_state=config.seed).fit_transform(compact),
+        "umap": lambda: UMAP(n_components=2, random_state=config.seed, n_jobs=1).fit_transform(compact),
+    }
+    embeddings = {}
+    for name in names:
+        start = time.perf_counter()
+        embedding = reducers[name]()
+        seconds = time.perf_counter() - start + (compact_seconds if name in ("tsne", "umap") else 0.0)
+        embeddings[name] = (embedding, seconds)
+    return embeddings, kept
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cluster and score
+# ----------------------------------------------------------------------------------------------------
+
+
+def contingency(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts (classes x clusters), and the best one-to-one matching of classes to clusters.
+
+    The matching maximises the items on matched pairs (Hungarian algorithm). Returns the counts, then
+    the row and column indices of the matched pairs, as `scipy.optimize.linear_sum_assignment` gives them.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    _, label_index = np.unique(labels, return_inverse=True)
+    _, cluster_index = np.unique(clusters, return_inverse=True)
+    counts = np.zeros((label_index.max() + 1, cluster_index.max() + 1), dtype=np.int64)
+    np.add.at(counts, (label_index, cluster_index), 1)
+    rows, columns = linear_sum_assignment(counts, maximize=True)
+    return counts, rows, columns
+
+
+def clustering_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """ACC: the fraction of items whose cluster is matched to their label, under the best matching."""
+    counts, rows, columns = contingency(labels, clusters)
+    return float(counts[rows, columns].sum() / len(labels))
+
+
+def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, seed: int):
+    """KMeans on points (n, d); returns clusters (n,) and silhouette, ARI, NMI and ACC."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+
+    clusters = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(points)
+    label_metrics = {"ari": adjusted_rand_score, "nmi": normalized_mutual_info_score, "acc": clustering_accuracy}
+    scores = {name: float(metric(labels, clusters)) for name, metric in label_metrics.items()}
+    # Silhouette needs the points themselves, not only the labels.
+    scores["silhouette"] = float(silhouette_score(points, clusters))
+    return clusters, scores
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plot
+# ----------------------------------------------------------------------------------------------------
+
+
+def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
+                         scores: dict[str, float], path: Path) -> None:
+    """The first test image of each class (up to 10) above its reconstruction."""
+    import matplotlib.pyplot as plt
+
+    picks = [int(np.flatnonzero(labels == label)[0]) for label in np.unique(labels)[:10]]
+    fig, axes = plt.subplots(2, len(picks), figsize=(1.2 * len(picks), 2.8), squeeze=False)
+    for column, index in enumerate(picks):
+        for row, source in enumerate((images, reconstructions)):
+            axes[row, column].imshow(source[index, ..., 0], cmap="gray", vmin=0, vmax=1)
+            axes[row, column].set_xticks([])
+            axes[row, column].set_yticks([])
+        axes[0, column].set_title(f"label {labels[index]}", fontsize=9)
+    axes[0, 0].set_ylabel("test image")
+    axes[1, 0].set_ylabel("reconstruction")
+    fig.suptitle(f"Test images and their reconstructions - BCE {scores['test_bce']:.4f}, "
+                 f"PSNR {scores['test_psnr']:.1f} dB")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Training and validation (test-set) loss per epoch."""
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, history["loss"], marker="o", label="training loss")
+    ax.plot(epochs, history["val_loss"], marker="o", label="test loss (validation)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("binary cross-entropy per pixel")
+    ax.set_title(f"Training curves - final test BCE {history['val_loss'][-1]:.4f}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_embeddings(embeddings: dict[str, np.ndarray], clusters: dict[str, np.ndarray],
+                    rows: dict[str, dict], labels: np.ndarray, path: Path) -> None:
+    """2-D embeddings of the codes: coloured by true label (top), by KMeans cluster (bottom)."""
+    import matplotlib.pyplot as plt
+
+    titles = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+    classes = np.unique(labels)
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    fig, axes = plt.subplots(2, len(embeddings), figsize=(5 * len(embeddings), 10), squeeze=False)
+    for column, (name, points) in enumerate(embeddings.items()):
+        # Colour each cluster like the class it is matched to, so the two rows compare at a glance.
+        counts, matched_rows, matched_columns = contingency(labels, clusters[name])
+        class_of_cluster = np.full(counts.shape[1], len(classes))
+        class_of_cluster[matched_columns] = matched_rows
+        cluster_colour = class_of_cluster[np.unique(clusters[name], return_inverse=True)[1]]
+        label_colour = np.searchsorted(classes, labels)
+        score = rows[name]
+        for row, colour in enumerate((label_colour, cluster_colour)):
+            ax = axes[row, column]
+            ax.scatter(points[:, 0], points[:, 1], c=colour, cmap=colours, vmin=0, vmax=colours.N - 1,
+                       s=2, alpha=0.7, linewidths=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, column].set_title(f"{titles[name]} of the codes, coloured by true digit")
+        axes[1, column].set_title(f"{titles[name]}: KMeans clusters - NMI {score['nmi']:.2f}, "
+                                  f"ACC {score['acc']:.2f}")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours(i), label=str(label))
+               for i, label in enumerate(classes)]
+    fig.legend(handles=handles, title="digit (bottom: matched cluster)", loc="center right",
+               bbox_to_anchor=(1.0 + 0.4 / len(embeddings), 0.5))
+    fig.suptitle("Test-set codes in 2-D (axes are arbitrary units)", fontsize=14)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_confusion(labels: np.ndarray, clusters: np.ndarray, row: dict, path: Path) -> None:
+    """Counts of true labels against clusters, clusters ordered by the label they are matched to."""
+    import matplotlib.pyplot as plt
+
+    counts, matched_rows, matched_columns = contingency(labels, clusters)
+    order = list(matched_columns[np.argsort(matched_rows)])
+    order += [column for column in range(counts.shape[1]) if column not in order]
+    counts, cluster_ids, classes = counts[:, order], np.unique(clusters)[order], np.unique(labels)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(counts, cmap="Blues")
+    for (i, j), count in np.ndenumerate(counts):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if count > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(order)), [f"c{cluster}" for cluster in cluster_ids])
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes])
+    ax.set_xlabel("KMeans cluster, ordered by matched digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(f"Best row ({row['features']} + {row['reduction']}): ACC {row['acc']:.3f}, NMI {row['nmi']:.3f}")
+    fig.colorbar(image, ax=ax, label="test images")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------
+
+
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    """The clustering rows as an aligned text table, or a Markdown one."""
+    header = ["features", "reduction", "silhouette", "ARI", "NMI", "ACC", "seconds"]
+    lines = [[row["features"], row["reduction"], f"{row['silhouette']:.3f}", f"{row['ari']:.3f}",
+              f"{row['nmi']:.3f}", f"{row['acc']:.3f}", f"{row['seconds']:.1f}"] for row in rows]
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                         + ["| " + " | ".join(line) + " |" for line in lines])
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
+    return "\n".join("  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(line, widths)))
+                     for line in [header, *lines])
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries whose numerics make the results."""
+    packages = ("numpy", "tensorflow", "keras", "scikit-learn", "umap-learn")
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+def write_report(metrics: dict, folder: Path) -> None:
+    """Write metrics.json and report.md, a page that reads on its own next to the plots."""
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
+    best = max(metrics["clustering"], key=lambda row: row["acc"])
+    text = f"""# Autoencoder on MNIST: results
+
+Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} test images, {data['n_classes']} classes.
+Training: {config['epochs']} epochs, batch {config['batch_size']}, Adam, binary cross-entropy; seed {config['seed']}.
+Wall time {metrics['timings']['total']:.0f} s, of which training {metrics['timings']['train']:.0f} s.
+
+## Reconstruction (test set)
+
+| BCE per pixel | MSE per pixel | PSNR (dB) |
+| --- | --- | --- |
+| {recon['test_bce']:.4f} | {recon['test_mse']:.4f} | {recon['test_psnr']:.2f} |
+
+![reconstructions](reconstructions.png)
+
+![training curves](training_curves.png)
+
+## Clustering (KMeans, k = {data['n_classes']}, test set)
+
+`features`: raw pixels or the autoencoder's codes; `reduction`: none, 2-D PCA, or t-SNE / UMAP to 2-D
+(on {config['pca_dims'] or 'all'} principal components). Silhouette is measured in the space that was
+clustered; ARI, NMI and ACC against the true labels; seconds are the reduction's.
+
+{format_table(metrics['clustering'], markdown=True)}
+
+Best row by ACC: {best['features']} + {best['reduction']}.
+
+![embeddings](embeddings.png)
+
+![confusion](confusion.png)
+"""
+    (folder / "report.md").write_text(text)
+
+
+# ----------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------
+
+
+class Stages:
+    """Wall seconds per stage, and a progress line as each stage ends."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        print(f"[{time.perf_counter() - self.start:7.1f} s] {name} done in {self.seconds[name]:.1f} s",
+              flush=True)
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2: TensorFlow's native start-up lines bypass its log-level setting."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_stack() -> None:
+    """Import TensorFlow, Keras and umap-learn once, quietly, after the flags and the data are checked."""
+    with quiet_stderr():
+        import tensorflow as tf
+        import umap  # noqa: F401
+
+        # The device search prints a CUDA line on machines without a GPU driver; do it while muted.
+        tf.config.list_physical_devices()
+
+
+def prepare_folders(config: Config) -> tuple[Path, Path]:
+    """Create --out, a private staging folder inside it, and its checkpoint folder's place.
+
+    Returns (staging folder, checkpoint folder). Outputs are written to the staging folder and moved
+    into --out only when the run has finished, so an earlier run's results stay whole until then.
+    """
+    checkpoint = config.out / ".checkpoint"
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=config.out))
+    except OSError as error:
+        raise InputError(f"--out {config.out} cannot be written ({error.strerror}); name a folder you "
+                         "can write to") from None
+    saved_config = checkpoint / "config.json"
+    settings = {key: str(value) for key, value in asdict(config).items() if key != "resume"}
+    if config.resume and saved_config.is_file() and json.loads(saved_config.read_text()) != settings:
+        shutil.rmtree(staging)
+        raise InputError(f"the checkpoint in {checkpoint} was made with other flags; rerun with the "
+                         "same flags, or without --resume to start afresh")
+    if config.resume and not saved_config.is_file():
+        print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1", flush=True)
+    if not config.resume:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    checkpoint.mkdir(exist_ok=True)
+    saved_config.write_text(json.dumps(settings))
+    return staging, checkpoint
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move each finished output from the staging folder into --out, replacing the old one atomically."""
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == "metrics.json"):
+        os.replace(path, out / path.name)
+    staging.rmdir()
+
+
+def run(config: Config) -> None:
+    """The whole pipeline: data, model, training, codes, reductions, clusters, plots and report."""
+    stages = Stages()
+    with stages("data"):
+        data = load_data(config)
+        n_classes = len(np.unique(data.y_test))
+    with stages("imports"):
+        import_stack()
+    import keras
+
+    staging, checkpoint = prepare_folders(config)
+    try:
+        keras.utils.set_random_seed(config.seed)
+        autoencoder, encoder = build_autoencoder()
+        with stages("train"):
+            history = train(autoencoder, data, config, checkpoint)
+        autoencoder.save(staging / "autoencoder.keras")
+
+        with stages("encode"):
+            codes, reconstructions = encode(autoencoder, encoder, data.x_test)
+            reconstruction = score_reconstruction(data.x_test, reconstructions)
+
+        features = {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes}
+        rows, clusters, embeddings, variance_kept = [], {}, {}, {}
+        for kind, names in REDUCTIONS.items():
+            with stages(f"reduce {kind}"):
+                reduced, variance_kept[kind] = reduce(features[kind], names, config)
+            with stages(f"cluster {kind}"):
+                for name, (points, seconds) in reduced.items():
+                    clusters[kind, name], scores = cluster_and_score(points, data.y_test, n_classes, config.seed)
+                    rows.append({"features": kind, "reduction": name, **scores, "seconds": round(seconds, 2)})
+                    embeddings[kind, name] = points
+        best = max(rows, key=lambda row: row["acc"])
+        plotted = [name for name in REDUCTIONS["latent"] if name != "none"]
+
+        with stages("plots"):
+            plot_reconstructions(data.x_test, reconstructions, data.y_test, reconstruction,
+                                 staging / "reconstructions.png")
+            plot_training_curves(history, staging / "training_curves.png")
+            plot_embeddings({name: embeddings["latent", name] for name in plotted},
+                            {name: clusters["latent", name] for name in plotted},
+                            {row["reduction"]: row for row in rows if row["features"] == "latent"},
+                            data.y_test, staging / "embeddings.png")
+            plot_confusion(data.y_test, clusters[best["features"], best["reduction"]], best,
+                           staging / "confusion.png")
+
+        stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
+        metrics = {
+            "config": {key: (str(value) if isinstance(value, Path) else value)
+                       for key, value in asdict(config).items()},
+            "versions": library_versions(),
+            "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test),
+                     "n_classes": n_classes},
+            "timings": stages.seconds,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "reconstruction": reconstruction,
+            "history": history,
+            "pca_variance_kept": variance_kept,
+            "clustering": rows,
+        }
+        write_report(metrics, staging)
+        publish(staging, config.out)
+        shutil.rmtree(checkpoint)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    print()
+    print(format_table(rows))
+    print(f"\nReconstruction: BCE {reconstruction['test_bce']:.4f}, MSE {reconstruction['test_mse']:.4f}, "
+          f"PSNR {reconstruction['test_psnr']:.2f} dB")
+    print(f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, reconstructions.png, "
+          "training_curves.png, embeddings.png, confusion.png")
+
+
+class Terminated(Exception):
+    """Raised by the SIGTERM handler so that a `kill` unwinds like Ctrl-C."""
+
+
+def raise_terminated(signum: int, frame) -> None:
+    raise Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        run(config)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, status = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("Ctrl-C", 130)
+        print(f"\nstopped by {name}; earlier results in {config.out}/ are untouched; finished epochs are "
+              "kept: rerun with --resume to continue", file=sys.stderr)
+        return status
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
