@@ -125,6 +125,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     """Build the command line from Config's fields and parse it; argparse exits 2 on a bad flag."""
     parser = argparse.ArgumentParser(
         prog="autoencoder_mnist.py",
+        allow_abbrev=False,
         description=__doc__.split("\n\n")[0],
         epilog="Metrics and outputs are described in README.md.",
     )
@@ -263,14 +264,16 @@ def load_data(config: Config) -> Dataset:
 
 
 def download_mnist() -> dict[str, np.ndarray]:
-    """Fall back to Keras' own MNIST download when the bundled file is missing."""
+    """Fall back to Keras' own MNIST download (cached in ~/.keras) when the bundled file is missing."""
+    import_stack()
     import keras
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as error:  # any network or cache failure means the same thing to the user
-        raise InputError(f"data/mnist.npz is missing and Keras could not download MNIST "
-                         f"({type(error).__name__}); pass a local copy with --data PATH") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"data/mnist.npz is missing and Keras could not download MNIST ({reason}); "
+                         "pass a local copy with --data PATH") from None
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
@@ -328,9 +331,12 @@ def train(autoencoder, data: Dataset, config: Config, checkpoint_dir: Path) -> d
     def time_epoch(epoch: int, logs: dict) -> None:
         # Written into `logs`, the number reaches the CSV log that the next callback writes.
         logs["images_per_second"] = len(data.x_train) / (time.perf_counter() - epoch_start[epoch])
+
+    def report_epoch(epoch: int, logs: dict) -> None:
         print(f"  epoch {epoch + 1}/{config.epochs}  loss {logs['loss']:.4f}  val_loss {logs['val_loss']:.4f}"
               f"  {logs['images_per_second']:,.0f} images/s", flush=True)
 
+    # In this order: the line on the terminal means the epoch is saved and logged.
     autoencoder.fit(
         data.x_train, data.x_train,
         epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
@@ -341,6 +347,7 @@ def train(autoencoder, data: Dataset, config: Config, checkpoint_dir: Path) -> d
                 on_epoch_begin=lambda epoch, logs: epoch_start.update({epoch: time.perf_counter()}),
                 on_epoch_end=time_epoch),
             keras.callbacks.CSVLogger(str(log_path), append=True),
+            keras.callbacks.LambdaCallback(on_epoch_end=report_epoch),
         ],
     )
     table = np.genfromtxt(log_path, delimiter=",", names=True, ndmin=1)
@@ -700,12 +707,12 @@ def run(config: Config) -> None:
     with stages("data"):
         data = load_data(config)
         n_classes = len(np.unique(data.y_test))
-    with stages("imports"):
-        import_stack()
-    import keras
-
     staging, checkpoint = prepare_folders(config)
     try:
+        with stages("imports"):
+            import_stack()
+        import keras
+
         keras.utils.set_random_seed(config.seed)
         autoencoder, encoder = build_autoencoder()
         with stages("train"):

@@ -1,0 +1,156 @@
+"""Every bad input: exit status 2, one line on stderr naming the problem and the fix, nothing written."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SCRIPT, run_script
+
+
+def good_arrays():
+    rng = np.random.default_rng(0)
+    return {"x_train": rng.integers(0, 256, (300, 28, 28), dtype=np.uint8),
+            "y_train": np.arange(300, dtype=np.uint8) % 3,
+            "x_test": rng.integers(0, 256, (200, 28, 28), dtype=np.uint8),
+            "y_test": np.arange(200, dtype=np.uint8) % 3}
+
+
+def npz_with(**changes):
+    """A data file that is good but for `changes` (a value of None drops that array)."""
+    def write(path):
+        arrays = {**good_arrays(), **changes}
+        np.savez(path, **{key: value for key, value in arrays.items() if value is not None})
+        return path
+    return write
+
+
+def nan_images():
+    images = good_arrays()["x_test"].astype(np.float32)
+    images[3, 4, 5] = np.nan
+    return images
+
+
+def write_text(path):
+    path.write_text("x_train,y_train\n1,2\n")
+    return path
+
+
+def truncated_npz(path):
+    npz_with()(path)
+    path.write_bytes(path.read_bytes()[:-200])
+    return path
+
+
+def corrupted_npz(path):
+    npz_with()(path)
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2: len(content) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(content))
+    return path
+
+
+BAD_DATA = {  # name: (how to make the file, words the message must hold)
+    "missing file": (lambda path: path.parent / "nowhere.npz", "does not exist"),
+    "a folder": (lambda path: path.parent, "is a folder"),
+    "not an npz": (write_text, "is not an .npz"),
+    "truncated npz": (truncated_npz, "is not an .npz"),
+    "corrupted npz": (corrupted_npz, "is a damaged .npz"),
+    "missing keys": (npz_with(y_test=None), "lacks y_test"),
+    "object arrays": (npz_with(y_train=np.array([object()] * 300, dtype=object)), "object arrays"),
+    "wrong image shape": (npz_with(x_train=np.zeros((300, 28, 27), np.uint8)), "x_train has shape (300, 28, 27)"),
+    "wrong image rank": (npz_with(x_test=np.zeros((200, 784), np.uint8)), "x_test has shape (200, 784)"),
+    "wrong image dtype": (npz_with(x_train=np.full((300, 28, 28), "a")), "x_train has dtype <U1"),
+    "values out of range": (npz_with(x_test=np.full((200, 28, 28), 300, np.int16)), "values 300..300"),
+    "negative values": (npz_with(x_test=np.full((200, 28, 28), -1.0)), "values -1.0..-1.0"),
+    "NaN": (npz_with(x_test=nan_images()), "NaN or infinity"),
+    "infinity": (npz_with(x_train=np.full((300, 28, 28), np.inf)), "NaN or infinity"),
+    "counts differ": (npz_with(y_train=np.zeros(299, np.uint8)), "299 labels for 300 images"),
+    "float labels": (npz_with(y_test=np.zeros(200, np.float32)), "labels must be a 1-D integer array"),
+    "2-D labels": (npz_with(y_test=np.zeros((200, 1), np.uint8)), "labels must be a 1-D integer array"),
+    "negative labels": (npz_with(y_test=np.full(200, -1, np.int64)), "labels -1..-1"),
+    "huge labels": (npz_with(y_train=np.full(300, 70000, np.int64)), "labels 70000..70000"),
+    "one class": (npz_with(y_test=np.zeros(200, np.uint8)), "single class"),
+}
+
+
+def assert_refused(finished, words, out):
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    lines = finished.stderr.strip().splitlines()
+    assert "Traceback" not in finished.stderr
+    assert words in lines[-1], lines
+    # argparse prints its usage line before the error; everything else says exactly one line.
+    assert len(lines) == 1 or lines[0].startswith("usage:")
+    assert not out.exists() or not [path for path in out.iterdir()]
+
+
+@pytest.mark.parametrize("name", BAD_DATA)
+def test_bad_data_file_is_refused(name, tmp_path):
+    make, words = BAD_DATA[name]
+    (tmp_path / "data").mkdir()
+    path = make(tmp_path / "data" / "digits.npz")
+    out = tmp_path / "results"
+    assert_refused(run_script("--data", path, "--out", out), words, out)
+
+
+BAD_FLAGS = {
+    "zero epochs": (["--epochs", "0"], "0 must be 1 or more"),
+    "negative epochs": (["--epochs", "-3"], "-3 must be 1 or more"),
+    "non-numeric epochs": (["--epochs", "ten"], "'ten' is not a whole number"),
+    "zero batch size": (["--batch-size", "0"], "must be 1 or more"),
+    "fractional train size": (["--train-size", "0.5"], "'0.5' is not a whole number"),
+    "zero test size": (["--test-size", "0"], "must be 1 or more"),
+    "negative seed": (["--seed", "-1"], "must be 0 or more"),
+    "unknown split": (["--evaluate-on", "train"], "invalid choice: 'train'"),
+    "train size larger than the data": (["--train-size", "60001"], "larger than the 60000 train images"),
+    "test size larger than the data": (["--test-size", "10001"], "larger than the 10000 test images"),
+    "test size too small to cluster": (["--test-size", "50"], "use --test-size 100 or more"),
+    "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FLAGS)
+def test_bad_flag_is_refused(name, tmp_path):
+    flags, words = BAD_FLAGS[name]
+    out = tmp_path / "results"
+    assert_refused(run_script(*flags, "--out", out), words, out)
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    out = tmp_path / "results"
+    out.write_text("not a folder")
+    finished = run_script("--out", out)
+    assert finished.returncode == 2 and "is a file; name a folder" in finished.stderr
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("out", ["{file}/results", "/proc/autoencoder-results"])
+def test_out_that_cannot_be_written_is_refused(out, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    finished = run_script("--epochs", "1", "--out", out.format(file=blocker))
+    assert finished.returncode == 2, finished.stderr
+    assert finished.stderr.startswith("error: --out") and "cannot be written" in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1 and "Traceback" not in finished.stderr
+
+
+def test_resume_with_other_flags_is_refused(tmp_path):
+    out = tmp_path / "results"
+    (out / ".checkpoint").mkdir(parents=True)
+    (out / ".checkpoint" / "config.json").write_text('{"epochs": "3"}')
+    finished = run_script("--out", out, "--resume")
+    assert finished.returncode == 2 and "made with other flags" in finished.stderr
+    assert sorted(path.name for path in out.iterdir()) == [".checkpoint"]
+
+
+def test_failed_download_says_how_to_use_data(tmp_path):
+    # A copy of the script without data/ beside it falls back to Keras' download; the proxy refuses it.
+    shutil.copy(SCRIPT, tmp_path / "autoencoder_mnist.py")
+    proxy = "http://127.0.0.1:9"
+    env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": proxy, "https_proxy": proxy,
+           "HTTP_PROXY": proxy, "http_proxy": proxy}
+    finished = run_script("--out", tmp_path / "results", env=env, script=tmp_path / "autoencoder_mnist.py")
+    assert finished.returncode == 2, finished.stderr
+    assert "could not download MNIST" in finished.stderr and "--data PATH" in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1 and "Traceback" not in finished.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,104 @@
+"""End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume."""
+import json
+import math
+import signal
+import subprocess
+import sys
+
+from conftest import SCRIPT, SMALL, run_script
+
+OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "reconstructions.png", "training_curves.png",
+           "embeddings.png", "confusion.png"]
+
+
+def scores(out):
+    """The numbers of a run that must repeat with the same seed: all but the timings."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["clustering"]]
+    return rows, metrics["reconstruction"], metrics["history"]["loss"], metrics["history"]["val_loss"]
+
+
+def test_small_run_writes_every_output(small_run):
+    assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS)
+    metrics = json.loads((small_run / "metrics.json").read_text())
+    for key in ("config", "versions", "timings", "reconstruction", "history", "clustering", "peak_rss_mb"):
+        assert key in metrics
+    assert {"train", "total"} <= set(metrics["timings"])
+    assert set(metrics["versions"]) == {"python", "numpy", "tensorflow", "keras", "scikit-learn", "umap-learn"}
+    assert metrics["data"] == {"source": "data/mnist.npz (bundled, sha256 checked)", "n_train": 2000,
+                               "n_test": 500, "n_classes": 10}
+    history = metrics["history"]
+    assert len(history["loss"]) == len(history["val_loss"]) == len(history["images_per_second"]) == 2
+    assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
+    recon = metrics["reconstruction"]
+    assert 0 < recon["test_bce"] < math.log(2) and 0 < recon["test_mse"] < 1 and recon["test_psnr"] > 0
+    # The reported test BCE is Keras' own validation loss of the final model.
+    assert abs(recon["test_bce"] - history["val_loss"][-1]) < 1e-4
+    expected_rows = {("pixels", "none"), ("pixels", "pca"), ("pixels", "umap"),
+                     ("latent", "none"), ("latent", "pca"), ("latent", "tsne"), ("latent", "umap")}
+    assert {(row["features"], row["reduction"]) for row in metrics["clustering"]} == expected_rows
+    for row in metrics["clustering"]:
+        assert -1 <= row["silhouette"] <= 1 and -1 <= row["ari"] <= 1
+        assert 0 <= row["nmi"] <= 1 and 0.1 <= row["acc"] <= 1 and row["seconds"] >= 0
+        # Even two epochs on 2,000 images cluster far better than chance (ACC 0.1).
+        assert row["acc"] > 0.3
+    report = (small_run / "report.md").read_text()
+    for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png"):
+        assert f"]({image})" in report
+
+
+def test_saved_autoencoder_loads_and_reconstructs(small_run):
+    code = ("import keras, numpy as np, sys; m = keras.saving.load_model(sys.argv[1]); "
+            "x = np.zeros((2, 28, 28, 1), 'float32'); y = m.predict(x, verbose=0); "
+            "print(y.shape, m.get_layer('encoder').output.shape)")
+    finished = subprocess.run([sys.executable, "-c", code, str(small_run / "autoencoder.keras")],
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert "(2, 28, 28, 1) (None, 7, 7, 32)" in finished.stdout
+
+
+def test_same_seed_gives_same_scores(small_run, tmp_path):
+    again = run_script(*SMALL, "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    assert scores(tmp_path / "again") == scores(small_run)
+
+
+def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    earlier = {name: (small_run / name).read_bytes() for name in OUTPUTS}
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.strip().startswith("epoch 1/2"):
+            process.send_signal(signal.SIGTERM)
+            break
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1 and "--resume" in stderr
+    # The earlier run's results are whole, and nothing half-written lies beside them.
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
+
+    resumed = run_script(*SMALL, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout
+    assert scores(out) == scores(small_run)
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
+
+
+def test_ctrl_c_stops_with_status_130_and_writes_nothing(tmp_path):
+    out = tmp_path / "results"
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "data done" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    assert [path.name for path in out.iterdir() if path.name != ".checkpoint"] == []

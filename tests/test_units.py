@@ -1,0 +1,91 @@
+"""Unit tests: the seed's architecture, the clustering accuracy, the data loader."""
+import numpy as np
+import pytest
+
+import autoencoder_mnist as am
+
+
+def test_architecture_is_the_seeds_layer_by_layer():
+    autoencoder, encoder = am.build_autoencoder()
+    decoder = autoencoder.get_layer("decoder")
+    assert encoder.name == "encoder" and autoencoder.get_layer("encoder") is encoder
+    expected = [  # (type, filters, kernel, activation, padding, output shape)
+        ("Conv2D", 32, (3, 3), "relu", "same", (28, 28, 32)),
+        ("MaxPooling2D", None, None, None, "same", (14, 14, 32)),
+        ("Conv2D", 32, (3, 3), "relu", "same", (14, 14, 32)),
+        ("MaxPooling2D", None, None, None, "same", (7, 7, 32)),
+        ("Conv2D", 32, (3, 3), "relu", "same", (7, 7, 32)),
+        ("UpSampling2D", None, None, None, None, (14, 14, 32)),
+        ("Conv2D", 32, (3, 3), "relu", "same", (14, 14, 32)),
+        ("UpSampling2D", None, None, None, None, (28, 28, 32)),
+        ("Conv2D", 1, (3, 3), "sigmoid", "same", (28, 28, 1)),
+    ]
+    layers = [layer for model in (encoder, decoder) for layer in model.layers
+              if type(layer).__name__ != "InputLayer"]
+    found = [(type(layer).__name__, getattr(layer, "filters", None), getattr(layer, "kernel_size", None),
+              getattr(getattr(layer, "activation", None), "__name__", None), getattr(layer, "padding", None),
+              tuple(layer.output.shape[1:])) for layer in layers]
+    assert found == expected
+    for layer in layers:
+        if type(layer).__name__ == "MaxPooling2D":
+            assert layer.pool_size == (2, 2)
+        if type(layer).__name__ == "UpSampling2D":
+            assert layer.size == (2, 2)
+    assert tuple(encoder.input.shape[1:]) == (28, 28, 1) and tuple(encoder.output.shape[1:]) == (7, 7, 32)
+    assert tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
+
+
+def test_accuracy_is_one_for_a_permuted_labelling():
+    labels = np.repeat(np.arange(10), 7)
+    permutation = np.array([3, 7, 0, 9, 1, 4, 8, 2, 6, 5])
+    assert am.clustering_accuracy(labels, permutation[labels]) == 1.0
+
+
+def test_accuracy_matches_a_hand_computed_confusion():
+    # Clusters x labels: cluster 0 holds labels a,a,a,b; cluster 1 holds b,b,c; cluster 2 holds c,c,a.
+    labels = np.array(list("aaab" "bbc" "cca"))
+    clusters = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    # Best matching: 0->a (3), 1->b (2), 2->c (2): 7 of 10 right.
+    assert am.clustering_accuracy(labels, clusters) == pytest.approx(0.7)
+    # With fewer clusters than labels, the unmatched label's items all count as wrong.
+    assert am.clustering_accuracy(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 1, 1])) == pytest.approx(4 / 6)
+
+
+def test_stratified_sample_keeps_class_shares_and_order():
+    labels = np.repeat([0, 1, 2], [600, 300, 100])
+    picked = am.stratified_sample(labels, 100, np.random.default_rng(0))
+    assert len(picked) == len(set(picked)) == 100 and np.all(np.diff(picked) > 0)
+    assert np.bincount(labels[picked]).tolist() == [60, 30, 10]
+
+
+def write_npz(path, n_train=300, n_test=200, classes=3, **overrides):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "y_train": np.arange(n_train, dtype=np.uint8) % classes,
+              "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "y_test": np.arange(n_test, dtype=np.int64) % classes}
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_loader_accepts_any_data_set_in_the_layout(tmp_path):
+    path = write_npz(tmp_path / "three.npz", classes=3)
+    data = am.load_data(am.Config(data=path, test_size=150))
+    assert data.x_train.shape == (300, 28, 28, 1) and data.x_test.shape == (150, 28, 28, 1)
+    assert data.x_train.dtype == np.float32 and 0 <= data.x_train.min() and data.x_train.max() <= 1
+    assert sorted(np.unique(data.y_test)) == [0, 1, 2] and np.bincount(data.y_test).tolist() == [50, 50, 50]
+
+
+def test_loader_holds_out_a_validation_split_from_training(tmp_path):
+    path = write_npz(tmp_path / "three.npz", n_train=600, n_test=150)
+    data = am.load_data(am.Config(data=path, evaluate_on="validation"))
+    assert len(data.y_test) == 150 and len(data.y_train) == 450
+    train = {image.tobytes() for image in data.x_train}
+    assert not any(image.tobytes() in train for image in data.x_test)
+
+
+def test_loader_rejects_a_malformed_file_with_a_clear_message(tmp_path):
+    path = write_npz(tmp_path / "bad.npz", x_test=np.zeros((200, 28, 27), np.uint8))
+    with pytest.raises(am.InputError, match=r"x_test has shape \(200, 28, 27\); images must be \(n, 28, 28\)"):
+        am.load_data(am.Config(data=path))
