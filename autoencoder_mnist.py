@@ -500,23 +500,25 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_embeddings(embeddings: dict[str, np.ndarray], clusters: dict[str, np.ndarray],
-                    rows: dict[str, dict], labels: np.ndarray, path: Path) -> None:
-    """2-D embeddings of the codes: coloured by true label (top), by KMeans cluster (bottom)."""
+def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labels: np.ndarray,
+                    path: Path) -> None:
+    """2-D embeddings of the codes, coloured by true label (top) and by KMeans cluster (bottom).
+
+    `scored` maps each reduction's name to its clustering row, its clusters (n,) and its points (n, 2).
+    """
     import matplotlib.pyplot as plt
 
     titles = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
     classes = np.unique(labels)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    fig, axes = plt.subplots(2, len(embeddings), figsize=(5 * len(embeddings), 10), squeeze=False)
-    for column, (name, points) in enumerate(embeddings.items()):
+    fig, axes = plt.subplots(2, len(scored), figsize=(5 * len(scored), 10), squeeze=False)
+    for column, (name, (score, clusters, points)) in enumerate(scored.items()):
         # Colour each cluster like the class it is matched to, so the two rows compare at a glance.
-        counts, matched_rows, matched_columns = contingency(labels, clusters[name])
+        counts, matched_rows, matched_columns = contingency(labels, clusters)
         class_of_cluster = np.full(counts.shape[1], len(classes))
         class_of_cluster[matched_columns] = matched_rows
-        cluster_colour = class_of_cluster[np.unique(clusters[name], return_inverse=True)[1]]
+        cluster_colour = class_of_cluster[np.unique(clusters, return_inverse=True)[1]]
         label_colour = np.searchsorted(classes, labels)
-        score = rows[name]
         for row, colour in enumerate((label_colour, cluster_colour)):
             ax = axes[row, column]
             ax.scatter(points[:, 0], points[:, 1], c=colour, cmap=colours, vmin=0, vmax=colours.N - 1,
@@ -528,8 +530,8 @@ def plot_embeddings(embeddings: dict[str, np.ndarray], clusters: dict[str, np.nd
                                   f"ACC {score['acc']:.2f}")
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours(i), label=str(label))
                for i, label in enumerate(classes)]
-    fig.legend(handles=handles, title="digit (bottom: matched cluster)", loc="center right",
-               bbox_to_anchor=(1.0 + 0.4 / len(embeddings), 0.5))
+    fig.legend(handles=handles, title="digit (bottom: matched cluster)", loc="center left",
+               bbox_to_anchor=(0.92, 0.5))
     fig.suptitle("Test-set codes in 2-D (axes are arbitrary units)", fontsize=14)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -724,28 +726,25 @@ def run(config: Config) -> None:
             reconstruction = score_reconstruction(data.x_test, reconstructions)
 
         features = {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes}
-        rows, clusters, embeddings, variance_kept = [], {}, {}, {}
+        scored, variance_kept = {}, {}
         for kind, names in REDUCTIONS.items():
             with stages(f"reduce {kind}"):
                 reduced, variance_kept[kind] = reduce(features[kind], names, config)
             with stages(f"cluster {kind}"):
                 for name, (points, seconds) in reduced.items():
-                    clusters[kind, name], scores = cluster_and_score(points, data.y_test, n_classes, config.seed)
-                    rows.append({"features": kind, "reduction": name, **scores, "seconds": round(seconds, 2)})
-                    embeddings[kind, name] = points
-        best = max(rows, key=lambda row: row["acc"])
-        plotted = [name for name in REDUCTIONS["latent"] if name != "none"]
+                    clusters, scores = cluster_and_score(points, data.y_test, n_classes, config.seed)
+                    row = {"features": kind, "reduction": name, **scores, "seconds": round(seconds, 2)}
+                    scored[kind, name] = (row, clusters, points)
+        rows = [row for row, _, _ in scored.values()]
+        best_row, best_clusters, _ = max(scored.values(), key=lambda entry: entry[0]["acc"])
+        plotted = {name: scored["latent", name] for name in REDUCTIONS["latent"] if name != "none"}
 
         with stages("plots"):
             plot_reconstructions(data.x_test, reconstructions, data.y_test, reconstruction,
                                  staging / "reconstructions.png")
             plot_training_curves(history, staging / "training_curves.png")
-            plot_embeddings({name: embeddings["latent", name] for name in plotted},
-                            {name: clusters["latent", name] for name in plotted},
-                            {row["reduction"]: row for row in rows if row["features"] == "latent"},
-                            data.y_test, staging / "embeddings.png")
-            plot_confusion(data.y_test, clusters[best["features"], best["reduction"]], best,
-                           staging / "confusion.png")
+            plot_embeddings(plotted, data.y_test, staging / "embeddings.png")
+            plot_confusion(data.y_test, best_clusters, best_row, staging / "confusion.png")
 
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = {
