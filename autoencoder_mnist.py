@@ -65,26 +65,19 @@ class InputError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """Parse a flag value that must be a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """A flag parser that accepts whole numbers of at least `minimum`."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
+        return value
 
-def whole_number(text: str) -> int:
-    """Parse a flag value that must be a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return parse
 
 
 @dataclass(frozen=True)
@@ -95,9 +88,9 @@ class Config:
     data: Path | None = field(default=None, metadata={"parse": Path, "help": (
         "a local .npz with x_train, y_train, x_test, y_test as in Keras' mnist.npz (images N x 28 x 28, "
         "intensities 0..255; integer labels). Default: the bundled data/mnist.npz, else Keras' download")})
-    train_size: int | None = field(default=None, metadata={"parse": positive_int, "help": (
+    train_size: int | None = field(default=None, metadata={"parse": whole_number(1), "help": (
         "train on N training images, a random sample stratified by label (drawn with --seed). Default: all")})
-    test_size: int | None = field(default=None, metadata={"parse": positive_int, "help": (
+    test_size: int | None = field(default=None, metadata={"parse": whole_number(1), "help": (
         f"encode, cluster and score N test images, sampled like --train-size (at least {MIN_TEST_IMAGES}). "
         "Default: all")})
     evaluate_on: str = field(default="test", metadata={"parse": str, "choices": ("test", "validation"), "help": (
@@ -105,15 +98,15 @@ class Config:
         "many training images (stratified, drawn with --seed) that training then leaves out; choose "
         "settings on validation, report on test (default: test)")})
     # Training: the seed's recipe, Adam and binary cross-entropy
-    epochs: int = field(default=20, metadata={"parse": positive_int, "help": "training epochs (default: 20)"})
-    batch_size: int = field(default=256, metadata={"parse": positive_int, "help": "images per step (default: 256)"})
+    epochs: int = field(default=20, metadata={"parse": whole_number(1), "help": "training epochs (default: 20)"})
+    batch_size: int = field(default=256, metadata={"parse": whole_number(1), "help": "images per step (default: 256)"})
     # Reduction: t-SNE and UMAP search neighbours; on 50 principal components instead of 1,568 code
     # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
-    pca_dims: int = field(default=50, metadata={"parse": whole_number, "help": (
+    pca_dims: int = field(default=50, metadata={"parse": whole_number(0), "help": (
         "run t-SNE and UMAP on this many principal components of the features; 0 runs them on the "
         "features themselves, as the seed did (default: 50)")})
     # Run
-    seed: int = field(default=0, metadata={"parse": whole_number, "help": (
+    seed: int = field(default=0, metadata={"parse": whole_number(0), "help": (
         "seed for sampling, weights, shuffling and every estimator (default: 0)")})
     out: Path = field(default=Path("results"), metadata={"parse": Path, "help": (
         "folder for every output of the run (default: results)")})
@@ -253,8 +246,12 @@ def load_data(config: Config) -> Dataset:
     if len(arrays["y_test"]) < MIN_TEST_IMAGES:
         raise InputError(f"only {len(arrays['y_test'])} test images; t-SNE and UMAP need at least "
                          f"{MIN_TEST_IMAGES}: use --test-size {MIN_TEST_IMAGES} or more")
-    if len(np.unique(arrays["y_test"])) < 2:
+    n_classes, n_test = len(np.unique(arrays["y_test"])), len(arrays["y_test"])
+    if n_classes < 2:
         raise InputError("the test labels hold a single class; clustering needs at least two")
+    if n_classes * 2 > n_test:
+        raise InputError(f"{n_test} test images for {n_classes} classes; clustering needs at least two "
+                         f"images per class on average: use --test-size {n_classes * 2} or more")
 
     def scale(images: np.ndarray) -> np.ndarray:
         return (images.astype("float32") / 255.0)[..., np.newaxis]

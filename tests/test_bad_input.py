@@ -71,6 +71,7 @@ BAD_DATA = {  # name: (how to make the file, words the message must hold)
     "negative labels": (npz_with(y_test=np.full(200, -1, np.int64)), "labels -1..-1"),
     "huge labels": (npz_with(y_train=np.full(300, 70000, np.int64)), "labels 70000..70000"),
     "one class": (npz_with(y_test=np.zeros(200, np.uint8)), "single class"),
+    "more classes than images": (npz_with(y_test=np.arange(200, dtype=np.uint8)), "200 test images for 200 classes"),
 }
 
 
