@@ -8,7 +8,7 @@ of a run lands in one folder (`--out`, default `results/`).
 
 Commands:
     python autoencoder_mnist.py                          # full run: 20 epochs, all images
-    python autoencoder_mnist.py --epochs 2 --train-size 5000 --test-size 1000 --out quick
+    python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick
     python autoencoder_mnist.py --data my_digits.npz     # any local .npz in Keras' mnist.npz layout
     python autoencoder_mnist.py --resume                 # continue an interrupted run
 
@@ -229,6 +229,10 @@ def load_data(config: Config) -> Dataset:
 
     rng = np.random.default_rng(config.seed)
     if config.evaluate_on == "validation":
+        if len(arrays["y_train"]) < 2 * len(arrays["y_test"]):
+            raise InputError(f"{source} has {len(arrays['y_train'])} training images, too few to hold out "
+                             f"{len(arrays['y_test'])} (as many as its test set) and train on the rest; "
+                             "use --evaluate-on test")
         held_out = np.zeros(len(arrays["y_train"]), dtype=bool)
         held_out[stratified_sample(arrays["y_train"], len(arrays["y_test"]), rng)] = True
         arrays["x_test"], arrays["y_test"] = arrays["x_train"][held_out], arrays["y_train"][held_out]

@@ -94,6 +94,12 @@ def test_bad_data_file_is_refused(name, tmp_path):
     assert_refused(run_script("--data", path, "--out", out), words, out)
 
 
+def test_validation_split_larger_than_half_the_training_set_is_refused(tmp_path):
+    path = npz_with()(tmp_path / "digits.npz")  # 300 training images cannot spare 200 for validation
+    out = tmp_path / "results"
+    assert_refused(run_script("--data", path, "--evaluate-on", "validation", "--out", out), "too few to hold out", out)
+
+
 BAD_FLAGS = {
     "zero epochs": (["--epochs", "0"], "0 must be 1 or more"),
     "negative epochs": (["--epochs", "-3"], "-3 must be 1 or more"),
