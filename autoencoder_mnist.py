@@ -493,6 +493,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
     ax.plot(epochs, history["loss"], marker="o", label="training loss")
     ax.plot(epochs, history["val_loss"], marker="o", label="test loss (validation)")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("binary cross-entropy per pixel")
     ax.set_title(f"Training curves - final test BCE {history['val_loss'][-1]:.4f}")
     ax.grid(alpha=0.3)
