@@ -352,9 +352,6 @@ def train(autoencoder, data: Dataset, config: Config, checkpoint_dir: Path) -> d
         ],
     )
     table = np.genfromtxt(log_path, delimiter=",", names=True, ndmin=1)
-    # An epoch logged twice (stopped between its checkpoint and its log line) counts once, the last time.
-    _, last = np.unique(table["epoch"][::-1], return_index=True)
-    table = table[::-1][last]
     return {name: table[name].tolist() for name in ("loss", "val_loss", "images_per_second")}
 
 
