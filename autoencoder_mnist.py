@@ -40,9 +40,12 @@ import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported for real only once the flags and the data are checked (see import_stack)
+    import keras
 
 # TensorFlow reads this when it is first imported; it keeps its C++ info lines off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -283,7 +286,7 @@ def download_mnist() -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def build_autoencoder():
+def build_autoencoder() -> tuple[keras.Model, keras.Model]:
     """The seed's convolutional autoencoder: images (n, 28, 28, 1) -> codes (n, 7, 7, 32) -> images.
 
     Returns the autoencoder and its encoder, a named model of its own; the decoder is the autoencoder's
@@ -316,7 +319,8 @@ def build_autoencoder():
 # ----------------------------------------------------------------------------------------------------
 
 
-def train(autoencoder, data: Dataset, config: Config, checkpoint_dir: Path) -> dict[str, list[float]]:
+def train(autoencoder: keras.Model, data: Dataset, config: Config,
+          checkpoint_dir: Path) -> dict[str, list[float]]:
     """Fit the autoencoder to reproduce its input; returns loss, val_loss and images/s per epoch.
 
     After each epoch `keras.callbacks.BackupAndRestore` saves the weights, the optimizer and the epoch
@@ -360,7 +364,8 @@ def train(autoencoder, data: Dataset, config: Config, checkpoint_dir: Path) -> d
 # ----------------------------------------------------------------------------------------------------
 
 
-def encode(autoencoder, encoder, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def encode(autoencoder: keras.Model, encoder: keras.Model,
+           images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, 28, 28, 1) -> flat codes (n, 1568) and reconstructions (n, 28, 28, 1)."""
     codes = encoder.predict(images, batch_size=1024, verbose=0)
     reconstructions = autoencoder.get_layer("decoder").predict(codes, batch_size=1024, verbose=0)
@@ -404,6 +409,7 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tupl
         "none": lambda: features,
         "pca": lambda: PCA(n_components=2, random_state=config.seed).fit_transform(features),
         "tsne": lambda: TSNE(n_components=2, random_state=config.seed).fit_transform(compact),
+        # A fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and spares the warning.
         "umap": lambda: UMAP(n_components=2, random_state=config.seed, n_jobs=1).fit_transform(compact),
     }
     embeddings = {}
@@ -442,7 +448,8 @@ def clustering_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
     return float(counts[rows, columns].sum() / len(labels))
 
 
-def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, seed: int):
+def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int,
+                      seed: int) -> tuple[np.ndarray, dict[str, float]]:
     """KMeans on points (n, d); returns clusters (n,) and silhouette, ARI, NMI and ACC."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score

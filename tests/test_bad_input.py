@@ -1,5 +1,4 @@
 """Every bad input: exit status 2, one line on stderr naming the problem and the fix, nothing written."""
-import os
 import shutil
 
 import numpy as np
