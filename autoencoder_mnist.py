@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import sys
@@ -591,6 +590,17 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 
 
+def peak_memory_mb() -> float | None:
+    """Peak resident memory (RSS) of this process in MB; None where the system does not report it."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    # ru_maxrss counts kilobytes on Linux and bytes on macOS.
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
+
+
 def write_report(metrics: dict, folder: Path) -> None:
     """Write metrics.json and report.md, a page that reads on its own next to the plots."""
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -760,7 +770,7 @@ def run(config: Config) -> None:
             "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test),
                      "n_classes": n_classes},
             "timings": stages.seconds,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": peak_memory_mb(),
             "reconstruction": reconstruction,
             "history": history,
             "pca_variance_kept": variance_kept,
