@@ -516,6 +516,7 @@ def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labe
     titles = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
     classes = np.unique(labels)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    label_colour = np.searchsorted(classes, labels)
     fig, axes = plt.subplots(2, len(scored), figsize=(5 * len(scored), 10), squeeze=False)
     for column, (name, (score, clusters, points)) in enumerate(scored.items()):
         # Colour each cluster like the class it is matched to, so the two rows compare at a glance.
@@ -523,7 +524,6 @@ def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labe
         class_of_cluster = np.full(counts.shape[1], len(classes))
         class_of_cluster[matched_columns] = matched_rows
         cluster_colour = class_of_cluster[np.unique(clusters, return_inverse=True)[1]]
-        label_colour = np.searchsorted(classes, labels)
         for row, colour in enumerate((label_colour, cluster_colour)):
             ax = axes[row, column]
             ax.scatter(points[:, 0], points[:, 1], c=colour, cmap=colours, vmin=0, vmax=colours.N - 1,
