@@ -113,6 +113,7 @@ BAD_FLAGS = {
     "test size larger than the data": (["--test-size", "10001"], "larger than the 10000 test images"),
     "test size too small to cluster": (["--test-size", "50"], "use --test-size 100 or more"),
     "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
+    "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
 }
 
 

@@ -34,9 +34,13 @@ def test_small_run_writes_every_output(small_run):
     assert 0 < recon["test_bce"] < math.log(2) and 0 < recon["test_mse"] < 1 and recon["test_psnr"] > 0
     # The reported test BCE is Keras' own validation loss of the final model.
     assert abs(recon["test_bce"] - history["val_loss"][-1]) < 1e-4
-    expected_rows = {("pixels", "none"), ("pixels", "pca"), ("pixels", "umap"),
-                     ("latent", "none"), ("latent", "pca"), ("latent", "tsne"), ("latent", "umap")}
-    assert {(row["features"], row["reduction"]) for row in metrics["clustering"]} == expected_rows
+    expected_rows = [
+        ("pixels", "none", "kmeans"), ("pixels", "pca", "kmeans"), ("pixels", "umap", "kmeans"),
+        ("pixels", "umap10", "kmeans"), ("pixels", "umap10", "gmm"),
+        ("latent", "none", "kmeans"), ("latent", "pca", "kmeans"), ("latent", "tsne", "kmeans"),
+        ("latent", "umap", "kmeans"), ("latent", "umap10", "kmeans"), ("latent", "umap10", "gmm"),
+    ]
+    assert [(row["features"], row["reduction"], row["clusterer"]) for row in metrics["clustering"]] == expected_rows
     for row in metrics["clustering"]:
         assert -1 <= row["silhouette"] <= 1 and -1 <= row["ari"] <= 1
         assert 0 <= row["nmi"] <= 1 and 0.1 <= row["acc"] <= 1 and row["seconds"] >= 0

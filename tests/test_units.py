@@ -1,4 +1,4 @@
-"""Unit tests: the seed's architecture, the clustering accuracy, the data loader."""
+"""Unit tests: the seed's architecture and the bottleneck option, the clustering accuracy, the data loader."""
 import numpy as np
 import pytest
 
@@ -32,6 +32,17 @@ def test_architecture_is_the_seeds_layer_by_layer():
         if type(layer).__name__ == "UpSampling2D":
             assert layer.size == (2, 2)
     assert tuple(encoder.input.shape[1:]) == (28, 28, 1) and tuple(encoder.output.shape[1:]) == (7, 7, 32)
+    assert tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
+
+
+def test_bottleneck_option_squeezes_the_seeds_maps():
+    autoencoder, encoder = am.build_autoencoder(bottleneck=10)
+    seed_layers = [type(layer).__name__ for layer in am.build_autoencoder()[1].layers]
+    assert [type(layer).__name__ for layer in encoder.layers] == seed_layers + ["Flatten", "Dense"]
+    assert tuple(encoder.output.shape[1:]) == (10,)
+    decoder = autoencoder.get_layer("decoder")
+    assert [type(layer).__name__ for layer in decoder.layers[1:3]] == ["Dense", "Reshape"]
+    assert tuple(decoder.layers[2].output.shape[1:]) == (7, 7, 32)
     assert tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
 
 
