@@ -59,7 +59,7 @@ REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"), "latent": ("none", "p
 # Every space is clustered with KMeans, as the seed did; the clustering embedding with a Gaussian
 # mixture too, which the validation split chose (see the README).
 CLUSTERERS = {"umap10": ("kmeans", "gmm")}
-# t-SNE's default perplexity (30) needs more than 90 points, UMAP's 15 neighbours more than 15.
+# t-SNE's default perplexity (30) needs more than 90 points, UMAP's 30 neighbours (umap10) more than 30.
 MIN_TEST_IMAGES = 100
 
 
@@ -436,7 +436,7 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tupl
     for name in names:
         start = time.perf_counter()
         embedding = reducers[name]()
-        seconds = time.perf_counter() - start + (compact_seconds if name in ("tsne", "umap", "umap10") else 0.0)
+        seconds = time.perf_counter() - start + (0.0 if name in ("none", "pca") else compact_seconds)
         embeddings[name] = (embedding, seconds)
     return embeddings, kept
 
