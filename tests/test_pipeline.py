@@ -99,7 +99,8 @@ def test_ctrl_c_stops_with_status_130_and_writes_nothing(tmp_path):
     process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
-        if "data done" in line:
+        # After the imports: a Ctrl-C while TensorFlow is being imported was once lost (README, known gap).
+        if "imports done" in line:
             process.send_signal(signal.SIGINT)
             break
     _, stderr = process.communicate(timeout=300)
