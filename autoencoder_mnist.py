@@ -422,15 +422,17 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tupl
         compact, kept = features, None
     compact_seconds = time.perf_counter() - start
 
+    def umap(dimensions: int, **settings) -> np.ndarray:
+        # A fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and spares the warning.
+        return UMAP(n_components=dimensions, random_state=config.seed, n_jobs=1, **settings).fit_transform(compact)
+
     reducers: dict[str, Callable[[], np.ndarray]] = {
         "none": lambda: features,
         "pca": lambda: PCA(n_components=2, random_state=config.seed).fit_transform(features),
         "tsne": lambda: TSNE(n_components=2, random_state=config.seed).fit_transform(compact),
-        # A fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and spares the warning.
-        "umap": lambda: UMAP(n_components=2, random_state=config.seed, n_jobs=1).fit_transform(compact),
+        "umap": lambda: umap(2),
         # For clustering, not for looking at: more room than 2-D, points packed tight, wider neighbourhoods.
-        "umap10": lambda: UMAP(n_components=10, min_dist=0.0, n_neighbors=30, random_state=config.seed,
-                               n_jobs=1).fit_transform(compact),
+        "umap10": lambda: umap(10, min_dist=0.0, n_neighbors=30),
     }
     embeddings = {}
     for name in names:
@@ -492,8 +494,9 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
 
 
 def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
-                         scores: dict[str, float], path: Path) -> None:
-    """The first test image of each class (up to 10) above its reconstruction."""
+                         scores: dict[str, float], split: str, path: Path) -> None:
+    """The first scored image of each class (up to 10) above its reconstruction; `split` names the
+    scored set ("test" or "validation"), as in the plots below."""
     import matplotlib.pyplot as plt
 
     picks = [int(np.flatnonzero(labels == label)[0]) for label in np.unique(labels)[:10]]
@@ -504,26 +507,27 @@ def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, labels
             axes[row, column].set_xticks([])
             axes[row, column].set_yticks([])
         axes[0, column].set_title(f"label {labels[index]}", fontsize=9)
-    axes[0, 0].set_ylabel("test image")
+    axes[0, 0].set_ylabel(f"{split} image")
     axes[1, 0].set_ylabel("reconstruction")
-    fig.suptitle(f"Test images and their reconstructions - BCE {scores['test_bce']:.4f}, "
+    fig.suptitle(f"{split.capitalize()} images and their reconstructions - BCE {scores['test_bce']:.4f}, "
                  f"PSNR {scores['test_psnr']:.1f} dB")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Training and validation (test-set) loss per epoch."""
+def plot_training_curves(history: dict[str, list[float]], split: str, path: Path) -> None:
+    """Loss per epoch on the training images and on the scored set (Keras' validation data)."""
     import matplotlib.pyplot as plt
 
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, history["loss"], marker="o", label="training loss")
-    ax.plot(epochs, history["val_loss"], marker="o", label="test loss (validation)")
+    ax.plot(epochs, history["val_loss"], marker="o", label=f"{split}-set loss")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlim(0.5, len(epochs) + 0.5)  # whole epochs on the axis, even after a single one
     ax.set_ylabel("binary cross-entropy per pixel")
-    ax.set_title(f"Training curves - final test BCE {history['val_loss'][-1]:.4f}")
+    ax.set_title(f"Training curves - final {split}-set BCE {history['val_loss'][-1]:.4f}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -531,7 +535,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> None:
 
 
 def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labels: np.ndarray,
-                    path: Path) -> None:
+                    split: str, path: Path) -> None:
     """2-D embeddings of the codes, coloured by true label (top) and by KMeans cluster (bottom).
 
     `scored` maps each reduction's name to its clustering row, its clusters (n,) and its points (n, 2).
@@ -562,12 +566,12 @@ def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labe
                for i, label in enumerate(classes)]
     fig.legend(handles=handles, title="digit (bottom: matched cluster)", loc="center left",
                bbox_to_anchor=(0.92, 0.5))
-    fig.suptitle("Test-set codes in 2-D (axes are arbitrary units)", fontsize=14)
+    fig.suptitle(f"{split.capitalize()}-set codes in 2-D (axes are arbitrary units)", fontsize=14)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def plot_confusion(labels: np.ndarray, clusters: np.ndarray, row: dict, path: Path) -> None:
+def plot_confusion(labels: np.ndarray, clusters: np.ndarray, row: dict, split: str, path: Path) -> None:
     """Counts of true labels against clusters, clusters ordered by the label they are matched to."""
     import matplotlib.pyplot as plt
 
@@ -585,7 +589,7 @@ def plot_confusion(labels: np.ndarray, clusters: np.ndarray, row: dict, path: Pa
     ax.set_xlabel("cluster, ordered by matched digit")
     ax.set_ylabel("true digit")
     ax.set_title(f"Best row ({row['features']} + {row['reduction']} + {row['clusterer']}): ACC {row['acc']:.3f}, NMI {row['nmi']:.3f}")
-    fig.colorbar(image, ax=ax, label="test images")
+    fig.colorbar(image, ax=ax, label=f"{split} images")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -630,17 +634,18 @@ def write_report(metrics: dict, folder: Path) -> None:
     """Write metrics.json and report.md, a page that reads on its own next to the plots."""
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
+    split = config["evaluate_on"]
     best = max(metrics["clustering"], key=lambda row: row["acc"])
     model = (f"the seed's with a dense bottleneck of {config['bottleneck']} numbers" if config["bottleneck"]
              else "the seed's, 7x7x32 codes")
     text = f"""# Autoencoder on MNIST: results
 
-Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} test images, {data['n_classes']} classes.
+Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} {split} images, {data['n_classes']} classes.
 Model: {model}.
 Training: {config['epochs']} epochs, batch {config['batch_size']}, Adam, binary cross-entropy; seed {config['seed']}.
 Wall time {metrics['timings']['total']:.0f} s, of which training {metrics['timings']['train']:.0f} s.
 
-## Reconstruction (test set)
+## Reconstruction ({split} set)
 
 | BCE per pixel | MSE per pixel | PSNR (dB) |
 | --- | --- | --- |
@@ -650,7 +655,7 @@ Wall time {metrics['timings']['total']:.0f} s, of which training {metrics['timin
 
 ![training curves](training_curves.png)
 
-## Clustering (k = {data['n_classes']}, test set)
+## Clustering (k = {data['n_classes']}, {split} set)
 
 `features`: raw pixels or the autoencoder's codes; `reduction`: none, 2-D PCA, t-SNE / UMAP to 2-D, or
 UMAP to 10-d for clustering (`umap10`), t-SNE and UMAP on {config['pca_dims'] or 'all'} principal components;
@@ -788,11 +793,12 @@ def run(config: Config) -> None:
         plotted = {name: scored["latent", name, "kmeans"] for name in ("pca", "tsne", "umap")}
 
         with stages("plots"):
-            plot_reconstructions(data.x_test, reconstructions, data.y_test, reconstruction,
+            split = config.evaluate_on
+            plot_reconstructions(data.x_test, reconstructions, data.y_test, reconstruction, split,
                                  staging / "reconstructions.png")
-            plot_training_curves(history, staging / "training_curves.png")
-            plot_embeddings(plotted, data.y_test, staging / "embeddings.png")
-            plot_confusion(data.y_test, best_clusters, best_row, staging / "confusion.png")
+            plot_training_curves(history, split, staging / "training_curves.png")
+            plot_embeddings(plotted, data.y_test, split, staging / "embeddings.png")
+            plot_confusion(data.y_test, best_clusters, best_row, split, staging / "confusion.png")
 
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = {
@@ -816,7 +822,7 @@ def run(config: Config) -> None:
 
     print()
     print(format_table(rows))
-    print(f"\nReconstruction: BCE {reconstruction['test_bce']:.4f}, MSE {reconstruction['test_mse']:.4f}, "
+    print(f"\nReconstruction ({config.evaluate_on} set): BCE {reconstruction['test_bce']:.4f}, MSE {reconstruction['test_mse']:.4f}, "
           f"PSNR {reconstruction['test_psnr']:.2f} dB")
     print(f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, reconstructions.png, "
           "training_curves.png, embeddings.png, confusion.png")

@@ -4,13 +4,15 @@
 
 Seed N's run writes the folder OUT/seed-N and its terminal output to OUT/seed-N.log. Each runs with
 --resume: a seed whose folder holds a finished run with the same flags is not run again, and one that
-was stopped continues from its last finished epoch. Then OUT/summary.md lists, for every row of the clustering table, ACC, NMI
-and ARI as mean +- sample standard deviation (n - 1) over the seeds, and the reconstruction BCE.
+was stopped continues from its last finished epoch. Then OUT/summary.md lists, for every row of the
+clustering table, ACC, NMI and ARI as mean +- sample standard deviation (n - 1) over the seeds, and
+the reconstruction BCE.
 
---jobs N runs N seeds at once, each with cores / N threads. On this project's 2-core machine, two
-single-threaded runs together trained about 1.7x as many images per second as one run on both cores
-(TensorFlow gains little from a second thread on this small model), so --jobs 2 suits a 2-core CPU.
-Thread counts change floating-point sums, so a seed's scores can differ slightly between --jobs values.
+--jobs N runs N seeds at once, each with cores / N threads. TensorFlow gains little from a second
+thread on this small model: in a short probe on this project's 2-core machine, two single-threaded
+runs together trained 1.3-1.8x as many images per second as one run on both cores, so --jobs 2 suits
+a 2-core CPU. Thread counts change floating-point sums, so a seed's scores can differ slightly
+between --jobs values.
 """
 import argparse
 import json
@@ -67,8 +69,10 @@ def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: i
                 continue
             del running[config]
             if process.returncode != 0:
-                sys.exit(f"seed {config.seed} failed with status {process.returncode}: see "
-                         f"{config.out.with_suffix('.log')}")
+                for other in running.values():
+                    other.terminate()
+                sys.exit(f"error: seed {config.seed} failed with status {process.returncode}: see "
+                         f"{config.out.with_suffix('.log')}; rerun the same command to continue")
             print(f"seed {config.seed}: done", flush=True)
 
 
@@ -110,7 +114,10 @@ def main() -> None:
     base = autoencoder_mnist.parse_config(args.flags)  # a bad flag stops here, before any run
     configs = [replace(base, seed=seed, out=args.out / f"seed-{seed}", resume=True) for seed in args.seeds]
     args.out.mkdir(parents=True, exist_ok=True)
-    run_seeds(configs, args.flags, args.jobs)
+    try:
+        run_seeds(configs, args.flags, args.jobs)
+    except KeyboardInterrupt:
+        sys.exit("\nstopped by Ctrl-C; finished epochs are kept: rerun the same command to continue")
     summary = summarise(configs, " ".join(["python", "benchmarks/seeds.py", *sys.argv[1:]]))
     (args.out / "summary.md").write_text(summary)
     print(summary)

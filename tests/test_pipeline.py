@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import SCRIPT, SMALL, run_script
+from conftest import REPO, SCRIPT, SMALL, run_script
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "reconstructions.png", "training_curves.png",
            "embeddings.png", "confusion.png"]
@@ -110,3 +110,23 @@ def test_ctrl_c_stops_with_status_130_and_writes_nothing(tmp_path):
     assert process.returncode == 130
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
     assert [path.name for path in out.iterdir() if path.name != ".checkpoint"] == []
+
+
+def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
+    # Two finished runs with the flags given: the command keeps them (trains nothing) and summarises.
+    metrics = json.loads((small_run / "metrics.json").read_text())
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        metrics["config"].update(seed=seed, out=str(folder), resume=True)
+        run = json.loads(json.dumps(metrics))
+        for row in run["clustering"]:
+            row["acc"] += shift
+        (folder / "metrics.json").write_text(json.dumps(run))
+    finished = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seeds.py"), "--seeds", "0", "1",
+                               "--out", str(tmp_path), "--", *SMALL], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.count("finished run kept") == 2 and "running" not in finished.stdout
+    first = metrics["clustering"][0]
+    row = f"| {first['features']} | {first['reduction']} | {first['clusterer']} | {first['acc'] + 0.05:.3f} +- 0.071 |"
+    assert row in (tmp_path / "summary.md").read_text()
