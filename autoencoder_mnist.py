@@ -149,6 +149,11 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return config
 
 
+def config_record(config: Config) -> dict:
+    """The config as metrics.json records it: every field, paths as text."""
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
+
+
 # ----------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------
@@ -802,8 +807,7 @@ def run(config: Config) -> None:
 
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = {
-            "config": {key: (str(value) if isinstance(value, Path) else value)
-                       for key, value in asdict(config).items()},
+            "config": config_record(config),
             "versions": library_versions(),
             "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test),
                      "n_classes": n_classes},
@@ -822,8 +826,8 @@ def run(config: Config) -> None:
 
     print()
     print(format_table(rows))
-    print(f"\nReconstruction ({config.evaluate_on} set): BCE {reconstruction['test_bce']:.4f}, MSE {reconstruction['test_mse']:.4f}, "
-          f"PSNR {reconstruction['test_psnr']:.2f} dB")
+    print(f"\nReconstruction ({config.evaluate_on} set): BCE {reconstruction['test_bce']:.4f}, "
+          f"MSE {reconstruction['test_mse']:.4f}, PSNR {reconstruction['test_psnr']:.2f} dB")
     print(f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, reconstructions.png, "
           "training_curves.png, embeddings.png, confusion.png")
 

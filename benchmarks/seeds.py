@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,14 +32,11 @@ SCRIPT = HERE.parent / "autoencoder_mnist.py"
 SCORES = ("acc", "nmi", "ari")
 
 
-def saved_config(config: autoencoder_mnist.Config) -> dict:
-    """The config as metrics.json records it."""
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
-
-
 def is_finished(config: autoencoder_mnist.Config) -> bool:
+    """Whether config.out holds a finished run made with exactly this config."""
     metrics = config.out / "metrics.json"
-    return metrics.is_file() and json.loads(metrics.read_text())["config"] == saved_config(config)
+    return (metrics.is_file()
+            and json.loads(metrics.read_text())["config"] == autoencoder_mnist.config_record(config))
 
 
 def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: int) -> None:
