@@ -593,7 +593,8 @@ def plot_confusion(labels: np.ndarray, clusters: np.ndarray, row: dict, split: s
     ax.set_yticks(range(len(classes)), [str(c) for c in classes])
     ax.set_xlabel("cluster, ordered by matched digit")
     ax.set_ylabel("true digit")
-    ax.set_title(f"Best row ({row['features']} + {row['reduction']} + {row['clusterer']}): ACC {row['acc']:.3f}, NMI {row['nmi']:.3f}")
+    ax.set_title(f"Best row: {row['features']} + {row['reduction']} + {row['clusterer']}\n"
+                 f"ACC {row['acc']:.3f}, NMI {row['nmi']:.3f}")
     fig.colorbar(image, ax=ax, label=f"{split} images")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
