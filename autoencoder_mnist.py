@@ -12,6 +12,7 @@ Commands:
     python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick
     python autoencoder_mnist.py --data my_digits.npz     # any local .npz in Keras' mnist.npz layout
     python autoencoder_mnist.py --resume                 # continue an interrupted run
+    python autoencoder_mnist.py --reuse-model results --embed-train --out rescored  # re-score, no training
 
 Metrics:
     BCE         binary cross-entropy per pixel between image and reconstruction (the training loss)
@@ -55,10 +56,13 @@ BUNDLED_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b
 IMAGE_SHAPE = (28, 28)
 # Which reductions each kind of features goes through; pixels are the baseline. The 2-D ones are the
 # seed's (and the plots'); "umap10" is an embedding for clustering only: UMAP to 10-d, min_dist 0.
+# --embed-train adds "umap10+train" to the codes' list: the same embedding, fitted with training codes.
 REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"), "latent": ("none", "pca", "tsne", "umap", "umap10")}
 # Every space is clustered with KMeans, as the seed did; the clustering embedding with a Gaussian
 # mixture too, which the validation split chose (see the README).
-CLUSTERERS = {"umap10": ("kmeans", "gmm")}
+CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}
+# The flags that decide which model training makes; --reuse-model checks them against the saved run.
+TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "bottleneck", "epochs", "batch_size", "seed")
 # t-SNE's default perplexity (30) needs more than 90 points, UMAP's 30 neighbours (umap10) more than 30.
 MIN_TEST_IMAGES = 100
 
@@ -111,11 +115,20 @@ class Config:
     # Training: the seed's recipe, Adam and binary cross-entropy
     epochs: int = field(default=20, metadata={"parse": whole_number(1), "help": "training epochs (default: 20)"})
     batch_size: int = field(default=256, metadata={"parse": whole_number(1), "help": "images per step (default: 256)"})
+    reuse_model: Path | None = field(default=None, metadata={"parse": Path, "metavar": "FOLDER", "help": (
+        "score the autoencoder that a finished run saved in FOLDER instead of training one, to try other "
+        "scoring flags in minutes; give that run's data and training flags (" + ", ".join(
+            "--" + name.replace("_", "-") for name in TRAINING_FLAGS) + "), which are checked against its "
+        "metrics.json")})
     # Reduction: t-SNE and UMAP search neighbours; on 50 principal components instead of 1,568 code
     # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
     pca_dims: int = field(default=50, metadata={"parse": whole_number(0), "help": (
         "run t-SNE and UMAP on this many principal components of the features; 0 runs them on the "
         "features themselves, as the seed did (default: 50)")})
+    embed_train: bool = field(default=False, metadata={"help": (
+        "add rows `umap10+train`: the clustering embedding fitted on the training images' codes together "
+        "with the scored images' codes, as unlabelled context, and clustered with them; the scored "
+        "images stay unseen in training. Costs a UMAP on all those codes (about 5 min on 60,000)")})
     # Run
     seed: int = field(default=0, metadata={"parse": whole_number(0), "help": (
         "seed for sampling, weights, shuffling and every estimator (default: 0)")})
@@ -140,7 +153,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         else:
             parser.add_argument(flag, type=option.metadata["parse"], default=option.default,
                                 choices=option.metadata.get("choices"), help=option.metadata["help"],
-                                metavar=None if "choices" in option.metadata else option.name.upper())
+                                metavar=None if "choices" in option.metadata
+                                else option.metadata.get("metavar", option.name.upper()))
     config = Config(**vars(parser.parse_args(argv)))
     if config.bottleneck == 1:
         parser.error("--bottleneck 1 leaves no second dimension for the 2-D plots; give 0 or 2 or more")
@@ -408,12 +422,14 @@ def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dic
 # ----------------------------------------------------------------------------------------------------
 
 
-def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tuple[dict, float | None]:
+def reduce(features: np.ndarray, names: tuple[str, ...], config: Config,
+           context: np.ndarray | None = None) -> tuple[dict, float | None]:
     """Reduce features (n, d) with each named reduction.
 
     Returns {name: (embedding (n, 2), or (n, 10) for "umap10", or the features themselves for "none";
     seconds)} and the share of variance that the `pca_dims` principal components keep, on which t-SNE
-    and UMAP run.
+    and UMAP run. "umap10+train" embeds the features and then the unlabelled `context` (m, d) together:
+    its embedding is (n + m, 10), the features' points first.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -423,13 +439,15 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tupl
     if config.pca_dims:
         pca = PCA(n_components=min(config.pca_dims, *features.shape), random_state=config.seed)
         compact, kept = pca.fit_transform(features), float(pca.explained_variance_ratio_.sum())
+        project = pca.transform
     else:
-        compact, kept = features, None
+        compact, kept, project = features, None, np.asarray
     compact_seconds = time.perf_counter() - start
 
-    def umap(dimensions: int, **settings) -> np.ndarray:
+    def umap(dimensions: int, points: np.ndarray | None = None, **settings) -> np.ndarray:
         # A fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and spares the warning.
-        return UMAP(n_components=dimensions, random_state=config.seed, n_jobs=1, **settings).fit_transform(compact)
+        return UMAP(n_components=dimensions, random_state=config.seed, n_jobs=1,
+                    **settings).fit_transform(compact if points is None else points)
 
     reducers: dict[str, Callable[[], np.ndarray]] = {
         "none": lambda: features,
@@ -438,6 +456,7 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config) -> tupl
         "umap": lambda: umap(2),
         # For clustering, not for looking at: more room than 2-D, points packed tight, wider neighbourhoods.
         "umap10": lambda: umap(10, min_dist=0.0, n_neighbors=30),
+        "umap10+train": lambda: umap(10, min_dist=0.0, n_neighbors=30, points=np.vstack([compact, project(context)])),
     }
     embeddings = {}
     for name in names:
@@ -477,15 +496,17 @@ def clustering_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
 
 def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, seed: int,
                       clusterer: str = "kmeans") -> tuple[np.ndarray, dict[str, float]]:
-    """Cluster points (n, d) with KMeans or a Gaussian mixture ("gmm", full covariances); returns
-    clusters (n,) and silhouette, ARI, NMI and ACC."""
+    """Cluster points (n, d) with KMeans or a Gaussian mixture ("gmm", full covariances), each best of
+    10 initialisations; returns the labelled points' clusters (len(labels),) and their silhouette, ARI,
+    NMI and ACC. Points past the labelled ones (unlabelled context) are clustered too, not scored."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
     from sklearn.mixture import GaussianMixture
 
     models = {"kmeans": lambda: KMeans(n_clusters=n_clusters, n_init=10, random_state=seed),
-              "gmm": lambda: GaussianMixture(n_components=n_clusters, random_state=seed)}
-    clusters = models[clusterer]().fit_predict(points)
+              "gmm": lambda: GaussianMixture(n_components=n_clusters, n_init=10, random_state=seed)}
+    clusters = models[clusterer]().fit_predict(points)[:len(labels)]
+    points = points[:len(labels)]
     label_metrics = {"ari": adjusted_rand_score, "nmi": normalized_mutual_info_score, "acc": clustering_accuracy}
     scores = {name: float(metric(labels, clusters)) for name, metric in label_metrics.items()}
     # Silhouette needs the points themselves, not only the labels.
@@ -642,6 +663,8 @@ def write_report(metrics: dict, folder: Path) -> None:
     config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
     split = config["evaluate_on"]
     best = max(metrics["clustering"], key=lambda row: row["acc"])
+    trained = (f"of which training {metrics['timings']['train']:.0f} s" if metrics["reused_model"] is None
+               else f"no training: the model was reused from {metrics['reused_model']}/")
     model = (f"the seed's with a dense bottleneck of {config['bottleneck']} numbers" if config["bottleneck"]
              else "the seed's, 7x7x32 codes")
     text = f"""# Autoencoder on MNIST: results
@@ -649,7 +672,7 @@ def write_report(metrics: dict, folder: Path) -> None:
 Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} {split} images, {data['n_classes']} classes.
 Model: {model}.
 Training: {config['epochs']} epochs, batch {config['batch_size']}, Adam, binary cross-entropy; seed {config['seed']}.
-Wall time {metrics['timings']['total']:.0f} s, of which training {metrics['timings']['train']:.0f} s.
+Wall time {metrics['timings']['total']:.0f} s, {trained}.
 
 ## Reconstruction ({split} set)
 
@@ -664,9 +687,11 @@ Wall time {metrics['timings']['total']:.0f} s, of which training {metrics['timin
 ## Clustering (k = {data['n_classes']}, {split} set)
 
 `features`: raw pixels or the autoencoder's codes; `reduction`: none, 2-D PCA, t-SNE / UMAP to 2-D, or
-UMAP to 10-d for clustering (`umap10`), t-SNE and UMAP on {config['pca_dims'] or 'all'} principal components;
-`clusterer`: KMeans or a Gaussian mixture (`gmm`). Silhouette is measured in the space that was
-clustered; ARI, NMI and ACC against the true labels; seconds are the reduction's.
+UMAP to 10-d for clustering (`umap10`; `umap10+train`: fitted and clustered with the training images'
+codes as unlabelled context, scored on the {split} images only), t-SNE and UMAP on
+{config['pca_dims'] or 'all'} principal components; `clusterer`: KMeans or a Gaussian mixture (`gmm`),
+each the best of 10 initialisations. Silhouette is measured in the space that was clustered; ARI, NMI
+and ACC against the true labels; seconds are the reduction's.
 
 {format_table(metrics['clustering'], markdown=True)}
 
@@ -724,6 +749,31 @@ def import_stack() -> None:
         tf.config.list_physical_devices()
 
 
+def read_reused_run(config: Config) -> dict:
+    """The metrics.json of the finished run in --reuse-model, checked to match this run's training flags."""
+    folder = config.reuse_model
+    if not (folder / "metrics.json").is_file() or not (folder / "autoencoder.keras").is_file():
+        raise InputError(f"--reuse-model {folder} holds no finished run (metrics.json and autoencoder.keras); "
+                         "name the --out folder of a run that finished")
+    try:
+        reused = json.loads((folder / "metrics.json").read_text())
+        if not {"config", "history", "timings"} <= set(reused):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise InputError(f"{folder}/metrics.json is not a metrics file this script wrote; name the --out "
+                         "folder of a run that finished") from None
+    ours = config_record(config)
+    for name in TRAINING_FLAGS:
+        # A run from before a flag existed ran with its default.
+        theirs = reused["config"].get(name, config_record(Config())[name])
+        if theirs != ours[name]:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"the model in {folder} was made with {flag} {'unset' if theirs is None else theirs}, "
+                             f"this run has {'unset' if ours[name] is None else ours[name]}; give the same "
+                             "data and training flags, or drop --reuse-model")
+    return reused
+
+
 def prepare_folders(config: Config) -> tuple[Path, Path]:
     """Create --out, a private staging folder inside it, and its checkpoint folder's place.
 
@@ -765,6 +815,7 @@ def run(config: Config) -> None:
     with stages("data"):
         data = load_data(config)
         n_classes = len(np.unique(data.y_test))
+        reused = None if config.reuse_model is None else read_reused_run(config)
     staging, checkpoint = prepare_folders(config)
     try:
         with stages("imports"):
@@ -772,20 +823,29 @@ def run(config: Config) -> None:
         import keras
 
         keras.utils.set_random_seed(config.seed)
-        autoencoder, encoder = build_autoencoder(config.bottleneck)
-        with stages("train"):
-            history = train(autoencoder, data, config, checkpoint)
+        if reused is None:
+            autoencoder, encoder = build_autoencoder(config.bottleneck)
+            with stages("train"):
+                history = train(autoencoder, data, config, checkpoint)
+        else:
+            with stages("load model"):
+                autoencoder = keras.saving.load_model(config.reuse_model / "autoencoder.keras")
+                encoder, history = autoencoder.get_layer("encoder"), reused["history"]
         autoencoder.save(staging / "autoencoder.keras")
 
         with stages("encode"):
             codes, reconstructions = encode(autoencoder, encoder, data.x_test)
             reconstruction = score_reconstruction(data.x_test, reconstructions)
+            train_codes = encode(autoencoder, encoder, data.x_train)[0] if config.embed_train else None
 
         features = {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes}
         scored, variance_kept = {}, {}
         for kind, names in REDUCTIONS.items():
+            context = train_codes if kind == "latent" else None
+            if context is not None:
+                names += ("umap10+train",)
             with stages(f"reduce {kind}"):
-                reduced, variance_kept[kind] = reduce(features[kind], names, config)
+                reduced, variance_kept[kind] = reduce(features[kind], names, config, context)
             with stages(f"cluster {kind}"):
                 for name, (points, seconds) in reduced.items():
                     for clusterer in CLUSTERERS.get(name, ("kmeans",)):
@@ -817,6 +877,7 @@ def run(config: Config) -> None:
             "reconstruction": reconstruction,
             "history": history,
             "pca_variance_kept": variance_kept,
+            "reused_model": None if reused is None else str(config.reuse_model),
             "clustering": rows,
         }
         write_report(metrics, staging)

@@ -4,7 +4,9 @@
 
 Seed N's run writes the folder OUT/seed-N and its terminal output to OUT/seed-N.log. Each runs with
 --resume: a seed whose folder holds a finished run with the same flags is not run again, and one that
-was stopped continues from its last finished epoch. Then OUT/summary.md lists, for every row of the
+was stopped continues from its last finished epoch. A finished run with the same data and training
+flags but other scoring flags (--embed-train, --pca-dims, --test-size) is re-scored with --reuse-model:
+its model is not trained again. Then OUT/summary.md lists, for every row of the
 clustering table, ACC, NMI and ARI as mean +- sample standard deviation (n - 1) over the seeds, and
 the reconstruction BCE.
 
@@ -32,11 +34,21 @@ SCRIPT = HERE.parent / "autoencoder_mnist.py"
 SCORES = ("acc", "nmi", "ari")
 
 
-def is_finished(config: autoencoder_mnist.Config) -> bool:
-    """Whether config.out holds a finished run made with exactly this config."""
+def script_flags(config: autoencoder_mnist.Config, flags: list[str]) -> list[str] | None:
+    """The script's flags for this seed, or None when config.out already holds the finished run.
+
+    A finished run there whose training flags match lends its model (--reuse-model); a run that itself
+    reused a model counts as a run of its other flags.
+    """
+    ours = autoencoder_mnist.config_record(config)
     metrics = config.out / "metrics.json"
-    return (metrics.is_file()
-            and json.loads(metrics.read_text())["config"] == autoencoder_mnist.config_record(config))
+    theirs = json.loads(metrics.read_text())["config"] if metrics.is_file() else {}
+    if {**theirs, "reuse_model": None} == ours:
+        return None
+    seed_flags = [*flags, "--seed", str(config.seed), "--out", str(config.out), "--resume"]
+    if all(theirs.get(name) == ours[name] for name in autoencoder_mnist.TRAINING_FLAGS):
+        seed_flags += ["--reuse-model", str(config.out)]
+    return seed_flags
 
 
 def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: int) -> None:
@@ -46,19 +58,20 @@ def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: i
            "OMP_NUM_THREADS": threads} if jobs > 1 else None
     waiting, running = [], {}
     for config in configs:
-        if is_finished(config):
+        seed_flags = script_flags(config, flags)
+        if seed_flags is None:
             print(f"seed {config.seed}: finished run kept in {config.out}/", flush=True)
         else:
-            waiting.append(config)
+            waiting.append((config, seed_flags))
     while waiting or running:
         if waiting and len(running) < jobs:
-            config = waiting.pop(0)
+            config, seed_flags = waiting.pop(0)
             log = config.out.with_suffix(".log")
-            command = [sys.executable, str(SCRIPT), *flags, "--seed", str(config.seed), "--out", str(config.out),
-                       "--resume"]
-            print(f"seed {config.seed}: running, terminal output in {log}", flush=True)
+            reusing = " (its trained model reused)" if "--reuse-model" in seed_flags else ""
+            print(f"seed {config.seed}: running{reusing}, terminal output in {log}", flush=True)
             with log.open("w") as stream:
-                running[config] = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
+                running[config] = subprocess.Popen([sys.executable, str(SCRIPT), *seed_flags], stdout=stream,
+                                                   stderr=subprocess.STDOUT, env=env)
             continue
         time.sleep(1)
         for config, process in list(running.items()):
@@ -106,8 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.jobs < 1 or min(args.seeds) < 0 or len(set(args.seeds)) < len(args.seeds):
         parser.error("--jobs must be at least 1, and --seeds distinct whole numbers")
-    if any(flag.startswith(("--seed", "--out", "--resume")) for flag in args.flags):
-        parser.error("give --seeds and --out to this command, not to the script; it adds --resume itself")
+    if any(flag.startswith(("--seed", "--out", "--resume", "--reuse-model")) for flag in args.flags):
+        parser.error("give --seeds and --out to this command, not to the script; it adds --resume and "
+                     "--reuse-model itself")
     base = autoencoder_mnist.parse_config(args.flags)  # a bad flag stops here, before any run
     configs = [replace(base, seed=seed, out=args.out / f"seed-{seed}", resume=True) for seed in args.seeds]
     args.out.mkdir(parents=True, exist_ok=True)

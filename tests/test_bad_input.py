@@ -1,4 +1,5 @@
 """Every bad input: exit status 2, one line on stderr naming the problem and the fix, nothing written."""
+import json
 import shutil
 from pathlib import Path
 
@@ -148,6 +149,23 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     finished = run_script("--out", out, "--resume")
     assert finished.returncode == 2 and "made with other flags" in finished.stderr
     assert sorted(path.name for path in out.iterdir()) == [".checkpoint"]
+
+
+def test_reuse_model_from_a_folder_without_a_finished_run_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "results"
+    assert_refused(run_script("--reuse-model", tmp_path / "empty", "--out", out), "holds no finished run", out)
+
+
+def test_reuse_model_trained_with_other_flags_is_refused(tmp_path):
+    saved = tmp_path / "earlier"
+    saved.mkdir()
+    (saved / "autoencoder.keras").write_bytes(b"")
+    config = {"data": None, "train_size": None, "evaluate_on": "test", "bottleneck": 0, "epochs": 3,
+              "batch_size": 256, "seed": 0}
+    (saved / "metrics.json").write_text(json.dumps({"config": config, "history": {}, "timings": {}}))
+    out = tmp_path / "results"
+    assert_refused(run_script("--reuse-model", saved, "--out", out), "made with --epochs 3, this run has 20", out)
 
 
 def test_failed_download_says_how_to_use_data(tmp_path):

@@ -67,6 +67,23 @@ def test_same_seed_gives_same_scores(small_run, tmp_path):
     assert scores(tmp_path / "again") == scores(small_run)
 
 
+def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, tmp_path):
+    out = tmp_path / "rescored"
+    finished = run_script(*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out)
+    assert finished.returncode == 0, finished.stderr
+    assert "epoch 1/2" not in finished.stdout and "load model done" in finished.stdout
+    (rows, *rest), (seed_rows, *seed_rest) = scores(out), scores(small_run)
+    # The same model, the same seed: every row of the trained run again, then the two new rows.
+    assert rows[:len(seed_rows)] == seed_rows and rest == seed_rest
+    added = rows[len(seed_rows):]
+    assert [(row["features"], row["reduction"], row["clusterer"]) for row in added] == [
+        ("latent", "umap10+train", "kmeans"), ("latent", "umap10+train", "gmm")]
+    assert all(row["acc"] > 0.3 and -1 <= row["silhouette"] <= 1 for row in added)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
+    assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
+
+
 def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
     out = tmp_path / "results"
     out.mkdir()

@@ -1,8 +1,17 @@
-"""Unit tests: the seed's architecture and the bottleneck option, the clustering accuracy, the data loader."""
+"""Unit tests: the seed's architecture and the bottleneck option, the clustering accuracy, the data loader,
+and which seeds benchmarks/seeds.py runs."""
+import json
+import sys
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 import autoencoder_mnist as am
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import seeds  # noqa: E402
 
 
 def test_architecture_is_the_seeds_layer_by_layer():
@@ -100,3 +109,20 @@ def test_loader_rejects_a_malformed_file_with_a_clear_message(tmp_path):
     path = write_npz(tmp_path / "bad.npz", x_test=np.zeros((200, 28, 27), np.uint8))
     with pytest.raises(am.InputError, match=r"x_test has shape \(200, 28, 27\); images must be \(n, 28, 28\)"):
         am.load_data(am.Config(data=path))
+
+
+def test_seeds_keeps_a_finished_run_rescores_a_trained_model_and_trains_the_rest(tmp_path):
+    flags = ["--epochs", "2", "--embed-train"]
+    wanted = am.parse_config([*flags, "--out", str(tmp_path), "--resume"])
+    earlier = {
+        "same flags": am.config_record(wanted),
+        "other scoring flags": am.config_record(replace(wanted, embed_train=False)),
+        "other training flags": am.config_record(replace(wanted, epochs=3)),
+    }
+    run = [*flags, "--seed", "0", "--out", str(tmp_path), "--resume"]
+    expected = {"same flags": None,
+                "other scoring flags": [*run, "--reuse-model", str(tmp_path)],
+                "other training flags": run}
+    for case, config in earlier.items():
+        (tmp_path / "metrics.json").write_text(json.dumps({"config": config}))
+        assert seeds.script_flags(wanted, flags) == expected[case], case
