@@ -135,7 +135,7 @@ class Config:
     out: Path = field(default=Path("results"), metadata={"parse": Path, "help": (
         "folder for every output of the run (default: results)")})
     resume: bool = field(default=False, metadata={"help": (
-        "continue an interrupted run from its last finished epoch (same flags, same --out)")})
+        "continue an interrupted run from its last finished epoch (same data and training flags, same --out)")})
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -788,11 +788,13 @@ def prepare_folders(config: Config) -> tuple[Path, Path]:
         raise InputError(f"--out {config.out} cannot be written ({error.strerror}); name a folder you "
                          "can write to") from None
     saved_config = checkpoint / "config.json"
-    settings = {key: str(value) for key, value in asdict(config).items() if key != "resume"}
-    if config.resume and saved_config.is_file() and json.loads(saved_config.read_text()) != settings:
+    # The checkpoint holds training's state: only the flags that shape training must match on resume.
+    settings = {key: str(getattr(config, key)) for key in TRAINING_FLAGS}
+    saved = json.loads(saved_config.read_text()) if config.resume and saved_config.is_file() else settings
+    if any(saved.get(key) != value for key, value in settings.items()):
         shutil.rmtree(staging)
-        raise InputError(f"the checkpoint in {checkpoint} was made with other flags; rerun with the "
-                         "same flags, or without --resume to start afresh")
+        raise InputError(f"the checkpoint in {checkpoint} was made with other data or training flags; rerun "
+                         "with the same flags, or without --resume to start afresh")
     if config.resume and not saved_config.is_file():
         print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1", flush=True)
     if not config.resume:

@@ -147,7 +147,7 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     (out / ".checkpoint").mkdir(parents=True)
     (out / ".checkpoint" / "config.json").write_text('{"epochs": "3"}')
     finished = run_script("--out", out, "--resume")
-    assert finished.returncode == 2 and "made with other flags" in finished.stderr
+    assert finished.returncode == 2 and "made with other data or training flags" in finished.stderr
     assert sorted(path.name for path in out.iterdir()) == [".checkpoint"]
 
 
