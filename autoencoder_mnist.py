@@ -76,6 +76,11 @@ class InputError(ValueError):
 # ----------------------------------------------------------------------------------------------------
 
 
+def flag_of(name: str) -> str:
+    """The command-line flag of a Config field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
 def whole_number(minimum: int) -> Callable[[str], int]:
     """A flag parser that accepts whole numbers of at least `minimum`."""
 
@@ -117,9 +122,8 @@ class Config:
     batch_size: int = field(default=256, metadata={"parse": whole_number(1), "help": "images per step (default: 256)"})
     reuse_model: Path | None = field(default=None, metadata={"parse": Path, "metavar": "FOLDER", "help": (
         "score the autoencoder that a finished run saved in FOLDER instead of training one, to try other "
-        "scoring flags in minutes; give that run's data and training flags (" + ", ".join(
-            "--" + name.replace("_", "-") for name in TRAINING_FLAGS) + "), which are checked against its "
-        "metrics.json")})
+        "scoring flags in minutes; give that run's data and training flags ("
+        + ", ".join(map(flag_of, TRAINING_FLAGS)) + "), which are checked against its metrics.json")})
     # Reduction: t-SNE and UMAP search neighbours; on 50 principal components instead of 1,568 code
     # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
     pca_dims: int = field(default=50, metadata={"parse": whole_number(0), "help": (
@@ -147,7 +151,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         epilog="Metrics and outputs are described in README.md.",
     )
     for option in fields(Config):
-        flag = "--" + option.name.replace("_", "-")
+        flag = flag_of(option.name)
         if isinstance(option.default, bool):
             parser.add_argument(flag, action="store_true", help=option.metadata["help"])
         else:
@@ -767,10 +771,9 @@ def read_reused_run(config: Config) -> dict:
         # A run from before a flag existed ran with its default.
         theirs = reused["config"].get(name, config_record(Config())[name])
         if theirs != ours[name]:
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"the model in {folder} was made with {flag} {'unset' if theirs is None else theirs}, "
-                             f"this run has {'unset' if ours[name] is None else ours[name]}; give the same "
-                             "data and training flags, or drop --reuse-model")
+            shown = ["unset" if value is None else value for value in (theirs, ours[name])]
+            raise InputError(f"the model in {folder} was made with {flag_of(name)} {shown[0]}, this run has "
+                             f"{shown[1]}; give the same data and training flags, or drop --reuse-model")
     return reused
 
 
