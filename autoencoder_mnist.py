@@ -172,6 +172,17 @@ def config_record(config: Config) -> dict:
     return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
 
 
+def changed_training_flag(saved: dict, config: Config) -> tuple[str, object, object] | None:
+    """The first data or training flag on which a saved run's config (as config_record writes it) and
+    `config` differ, as (name, saved value, this run's value); None when they agree. A run from before
+    a flag existed ran with its default."""
+    saved, ours = {**config_record(Config()), **saved}, config_record(config)
+    for name in TRAINING_FLAGS:
+        if saved[name] != ours[name]:
+            return name, saved[name], ours[name]
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------
@@ -766,14 +777,11 @@ def read_reused_run(config: Config) -> dict:
     except (ValueError, TypeError):
         raise InputError(f"{folder}/metrics.json is not a metrics file this script wrote; name the --out "
                          "folder of a run that finished") from None
-    ours = config_record(config)
-    for name in TRAINING_FLAGS:
-        # A run from before a flag existed ran with its default.
-        theirs = reused["config"].get(name, config_record(Config())[name])
-        if theirs != ours[name]:
-            shown = ["unset" if value is None else value for value in (theirs, ours[name])]
-            raise InputError(f"the model in {folder} was made with {flag_of(name)} {shown[0]}, this run has "
-                             f"{shown[1]}; give the same data and training flags, or drop --reuse-model")
+    changed = changed_training_flag(reused["config"], config)
+    if changed is not None:
+        name, theirs, ours = ["unset" if value is None else value for value in changed]
+        raise InputError(f"the model in {folder} was made with {flag_of(name)} {theirs}, this run has {ours}; "
+                         "give the same data and training flags, or drop --reuse-model")
     return reused
 
 

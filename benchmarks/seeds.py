@@ -46,7 +46,7 @@ def script_flags(config: autoencoder_mnist.Config, flags: list[str]) -> list[str
     if {**theirs, "reuse_model": None} == ours:
         return None
     seed_flags = [*flags, "--seed", str(config.seed), "--out", str(config.out), "--resume"]
-    if all(theirs.get(name) == ours[name] for name in autoencoder_mnist.TRAINING_FLAGS):
+    if theirs and autoencoder_mnist.changed_training_flag(theirs, config) is None:
         seed_flags += ["--reuse-model", str(config.out)]
     return seed_flags
 

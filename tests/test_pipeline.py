@@ -18,6 +18,13 @@ def scores(out):
     return rows, metrics["reconstruction"], metrics["history"]["loss"], metrics["history"]["val_loss"]
 
 
+def rows_beyond(earlier, later):
+    """Assert that `later` scores repeat `earlier`'s, rows and all, and return its extra rows."""
+    (rows, *rest), (earlier_rows, *earlier_rest) = later, earlier
+    assert rows[:len(earlier_rows)] == earlier_rows and rest == earlier_rest
+    return rows[len(earlier_rows):]
+
+
 def test_small_run_writes_every_output(small_run):
     assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS)
     metrics = json.loads((small_run / "metrics.json").read_text())
@@ -72,10 +79,8 @@ def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, t
     finished = run_script(*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out)
     assert finished.returncode == 0, finished.stderr
     assert "epoch 1/2" not in finished.stdout and "load model done" in finished.stdout
-    (rows, *rest), (seed_rows, *seed_rest) = scores(out), scores(small_run)
     # The same model, the same seed: every row of the trained run again, then the two new rows.
-    assert rows[:len(seed_rows)] == seed_rows and rest == seed_rest
-    added = rows[len(seed_rows):]
+    added = rows_beyond(scores(small_run), scores(out))
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in added] == [
         ("latent", "umap10+train", "kmeans"), ("latent", "umap10+train", "gmm")]
     assert all(row["acc"] > 0.3 and -1 <= row["silhouette"] <= 1 for row in added)
@@ -108,8 +113,8 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
     resumed = run_script(*SMALL, "--out", out, "--resume", "--embed-train")
     assert resumed.returncode == 0, resumed.stderr
     assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout
-    (rows, *rest), (seed_rows, *seed_rest) = scores(out), scores(small_run)
-    assert rows[:len(seed_rows)] == seed_rows and rest == seed_rest
+    added = rows_beyond(scores(small_run), scores(out))
+    assert [row["reduction"] for row in added] == ["umap10+train", "umap10+train"]
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
 
 

@@ -126,3 +126,5 @@ def test_seeds_keeps_a_finished_run_rescores_a_trained_model_and_trains_the_rest
     for case, config in earlier.items():
         (tmp_path / "metrics.json").write_text(json.dumps({"config": config}))
         assert seeds.script_flags(wanted, flags) == expected[case], case
+    (tmp_path / "metrics.json").unlink()
+    assert seeds.script_flags(wanted, flags) == run, "no earlier run: nothing to reuse"
