@@ -115,6 +115,7 @@ BAD_FLAGS = {
     "test size too small to cluster": (["--test-size", "50"], "use --test-size 100 or more"),
     "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
     "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
+    "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
 }
 
 

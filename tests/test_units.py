@@ -1,5 +1,5 @@
-"""Unit tests: the seed's architecture and the bottleneck option, the clustering accuracy, the data loader,
-and which seeds benchmarks/seeds.py runs."""
+"""Unit tests: the seed's architecture, the bottleneck option and the dense architecture, the
+clustering accuracy, the data loader, and which seeds benchmarks/seeds.py runs."""
 import json
 import sys
 from dataclasses import replace
@@ -53,6 +53,17 @@ def test_bottleneck_option_squeezes_the_seeds_maps():
     assert [type(layer).__name__ for layer in decoder.layers[1:3]] == ["Dense", "Reshape"]
     assert tuple(decoder.layers[2].output.shape[1:]) == (7, 7, 32)
     assert tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
+
+
+def test_dense_architecture_is_n2ds_autoencoder():
+    autoencoder, encoder = am.build_autoencoder(bottleneck=10, architecture="dense")
+    decoder = autoencoder.get_layer("decoder")
+    widths = [layer.units for model in (encoder, decoder) for layer in model.layers
+              if type(layer).__name__ == "Dense"]
+    assert widths == [500, 500, 2000, 10, 2000, 500, 500, 784]
+    assert encoder.layers[-1].activation.__name__ == "linear"
+    assert decoder.layers[-2].activation.__name__ == "sigmoid"
+    assert tuple(encoder.output.shape[1:]) == (10,) and tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
 
 
 def test_accuracy_is_one_for_a_permuted_labelling():
