@@ -723,7 +723,8 @@ def write_report(metrics: dict, folder: Path) -> None:
     trained = (f"of which training {metrics['timings']['train']:.0f} s" if metrics["reused_model"] is None
                else f"no training: the model was reused from {metrics['reused_model']}/")
     if config["architecture"] == "dense":
-        model = f"N2D's fully connected autoencoder, 784-500-500-2000-{config['bottleneck']} and mirrored"
+        widths = "-".join(map(str, (IMAGE_SHAPE[0] * IMAGE_SHAPE[1], *DENSE_WIDTHS, config["bottleneck"])))
+        model = f"N2D's fully connected autoencoder, {widths} and mirrored"
     elif config["bottleneck"]:
         model = f"the seed's with a dense bottleneck of {config['bottleneck']} numbers"
     else:

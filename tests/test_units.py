@@ -139,3 +139,17 @@ def test_seeds_keeps_a_finished_run_rescores_a_trained_model_and_trains_the_rest
         assert seeds.script_flags(wanted, flags) == expected[case], case
     (tmp_path / "metrics.json").unlink()
     assert seeds.script_flags(wanted, flags) == run, "no earlier run: nothing to reuse"
+
+
+def test_resume_takes_a_flag_missing_from_an_older_checkpoint_as_its_default(tmp_path):
+    # A checkpoint written before --architecture existed has no entry for it; it was made with conv.
+    checkpoint = tmp_path / "results" / ".checkpoint"
+    checkpoint.mkdir(parents=True)
+    older = {key: str(value) for key, value in am.config_record(am.Config()).items()
+             if key in am.TRAINING_FLAGS and key != "architecture"}
+    (checkpoint / "config.json").write_text(json.dumps(older))
+    staging, _ = am.prepare_folders(am.Config(out=tmp_path / "results", resume=True))
+    assert staging.is_dir()
+    (checkpoint / "config.json").write_text(json.dumps(older))
+    with pytest.raises(am.InputError, match="other data or training flags"):
+        am.prepare_folders(am.Config(out=tmp_path / "results", resume=True, architecture="dense", bottleneck=10))
