@@ -847,10 +847,13 @@ def prepare_folders(config: Config) -> tuple[Path, Path]:
                          "can write to") from None
     saved_config = checkpoint / "config.json"
     # The checkpoint holds training's state: only the flags that shape training must match on resume.
-    settings = {key: str(getattr(config, key)) for key in TRAINING_FLAGS}
-    saved = json.loads(saved_config.read_text()) if config.resume and saved_config.is_file() else settings
-    # A checkpoint from before a flag existed was made with its default.
-    saved = {**{key: str(getattr(Config(), key)) for key in TRAINING_FLAGS}, **saved}
+    def training_settings(run: Config) -> dict[str, str]:
+        return {key: str(getattr(run, key)) for key in TRAINING_FLAGS}
+
+    settings = saved = training_settings(config)
+    if config.resume and saved_config.is_file():
+        # A checkpoint from before a flag existed was made with its default.
+        saved = {**training_settings(Config()), **json.loads(saved_config.read_text())}
     if any(saved[key] != value for key, value in settings.items()):
         shutil.rmtree(staging)
         raise InputError(f"the checkpoint in {checkpoint} was made with other data or training flags; rerun "
