@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -64,7 +65,8 @@ REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"), "latent": ("none", "p
 # mixture too, which the validation split chose (see the README).
 CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}
 # The flags that decide which model training makes; --reuse-model checks them against the saved run.
-TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs", "batch_size", "seed")
+TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "noise", "epochs", "batch_size",
+                  "seed")
 # --architecture dense: N2D's fully connected encoder (McConville et al.), 784 -> these -> the code;
 # the decoder mirrors it.
 DENSE_WIDTHS = (500, 500, 2000)
@@ -86,14 +88,17 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """A flag parser that accepts whole numbers of at least `minimum`."""
+def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
+    """A flag parser that accepts finite numbers of `kind` (int: whole numbers) of at least `minimum`."""
+    name = "a whole number" if kind is int else "a number"
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> int | float:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
         return value
@@ -109,9 +114,9 @@ class Config:
     data: Path | None = field(default=None, metadata={"parse": Path, "help": (
         "a local .npz with x_train, y_train, x_test, y_test as in Keras' mnist.npz (images N x 28 x 28, "
         "intensities 0..255; integer labels). Default: the bundled data/mnist.npz, else Keras' download")})
-    train_size: int | None = field(default=None, metadata={"parse": whole_number(1), "help": (
+    train_size: int | None = field(default=None, metadata={"parse": at_least(1), "help": (
         "train on N training images, a random sample stratified by label (drawn with --seed). Default: all")})
-    test_size: int | None = field(default=None, metadata={"parse": whole_number(1), "help": (
+    test_size: int | None = field(default=None, metadata={"parse": at_least(1), "help": (
         f"encode, cluster and score N test images, sampled like --train-size (at least {MIN_TEST_IMAGES}). "
         "Default: all")})
     evaluate_on: str = field(default="test", metadata={"parse": str, "choices": ("test", "validation"), "help": (
@@ -122,19 +127,23 @@ class Config:
     architecture: str = field(default="conv", metadata={"parse": str, "choices": ("conv", "dense"), "help": (
         "conv: the seed's convolutional autoencoder; dense: N2D's fully connected one, 784-500-500-2000-N "
         "and mirrored, with an N-number code given by --bottleneck (default: conv)")})
-    bottleneck: int = field(default=0, metadata={"parse": whole_number(0), "help": (
+    bottleneck: int = field(default=0, metadata={"parse": at_least(0), "help": (
         "the code's size: with conv, squeeze the 7x7x32 code maps through a dense layer of N numbers, "
         "and train that model instead of the seed's (0 keeps the seed's codes); dense needs it (default: 0)")})
+    noise: float = field(default=0.0, metadata={"parse": at_least(0, float), "metavar": "SIGMA", "help": (
+        "train a denoising autoencoder: add Gaussian noise of this standard deviation to each training "
+        "image's pixels, fresh in every step, while the target stays the clean image; encoding and "
+        "scoring see clean images (default: 0, no noise, the seed's)")})
     # Training: the seed's recipe, Adam and binary cross-entropy
-    epochs: int = field(default=20, metadata={"parse": whole_number(1), "help": "training epochs (default: 20)"})
-    batch_size: int = field(default=256, metadata={"parse": whole_number(1), "help": "images per step (default: 256)"})
+    epochs: int = field(default=20, metadata={"parse": at_least(1), "help": "training epochs (default: 20)"})
+    batch_size: int = field(default=256, metadata={"parse": at_least(1), "help": "images per step (default: 256)"})
     reuse_model: Path | None = field(default=None, metadata={"parse": Path, "metavar": "FOLDER", "help": (
         "score the autoencoder that a finished run saved in FOLDER instead of training one, to try other "
         "scoring flags in minutes; give that run's data and training flags ("
         + ", ".join(map(flag_of, TRAINING_FLAGS)) + "), which are checked against its metrics.json")})
     # Reduction: t-SNE and UMAP search neighbours; on 50 principal components instead of 1,568 code
     # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
-    pca_dims: int = field(default=50, metadata={"parse": whole_number(0), "help": (
+    pca_dims: int = field(default=50, metadata={"parse": at_least(0), "help": (
         "run t-SNE and UMAP on this many principal components of the features; 0 runs them on the "
         "features themselves, as the seed did (default: 50)")})
     embed_train: bool = field(default=False, metadata={"help": (
@@ -142,7 +151,7 @@ class Config:
         "with the scored images' codes, as unlabelled context, and clustered with them; the scored "
         "images stay unseen in training. Costs a UMAP on all those codes (about 5 min on 60,000)")})
     # Run
-    seed: int = field(default=0, metadata={"parse": whole_number(0), "help": (
+    seed: int = field(default=0, metadata={"parse": at_least(0), "help": (
         "seed for sampling, weights, shuffling and every estimator (default: 0)")})
     out: Path = field(default=Path("results"), metadata={"parse": Path, "help": (
         "folder for every output of the run (default: results)")})
@@ -340,18 +349,23 @@ def download_mnist() -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def build_autoencoder(bottleneck: int = 0, architecture: str = "conv") -> tuple[keras.Model, keras.Model]:
+def build_autoencoder(bottleneck: int = 0, architecture: str = "conv",
+                      noise: float = 0.0) -> tuple[keras.Model, keras.Model]:
     """The autoencoder for images (n, 28, 28, 1): by default the seed's convolutional one.
 
     Returns the autoencoder and its encoder, a named model of its own; the decoder is the autoencoder's
-    layer "decoder". See `build_conv` and `build_dense` for the architectures.
+    layer "decoder". See `build_conv` and `build_dense` for the architectures. With `noise` > 0 the
+    autoencoder adds Gaussian noise of that standard deviation to its input in training (a denoising
+    autoencoder); the encoder, and the autoencoder outside training, see the image as it is.
     """
     import keras
+    from keras import layers
 
     build = {"conv": build_conv, "dense": build_dense}[architecture]
     image = keras.Input(shape=(*IMAGE_SHAPE, 1), name="image")
     encoder, decoder = build(image, bottleneck)
-    autoencoder = keras.Model(image, decoder(encoder(image)), name="autoencoder")
+    corrupted = layers.GaussianNoise(noise, name="noise")(image) if noise else image
+    autoencoder = keras.Model(image, decoder(encoder(corrupted)), name="autoencoder")
     return autoencoder, encoder
 
 
@@ -729,6 +743,8 @@ def write_report(metrics: dict, folder: Path) -> None:
         model = f"the seed's with a dense bottleneck of {config['bottleneck']} numbers"
     else:
         model = "the seed's, 7x7x32 codes"
+    if config["noise"]:
+        model += f"; denoising, Gaussian noise of standard deviation {config['noise']} on the training input"
     text = f"""# Autoencoder on MNIST: results
 
 Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} {split} images, {data['n_classes']} classes.
@@ -889,7 +905,7 @@ def run(config: Config) -> None:
 
         keras.utils.set_random_seed(config.seed)
         if reused is None:
-            autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture)
+            autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture, config.noise)
             with stages("train"):
                 history = train(autoencoder, data, config, checkpoint)
         else:

@@ -116,6 +116,8 @@ BAD_FLAGS = {
     "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
     "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
     "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
+    "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
+    "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }
 
 

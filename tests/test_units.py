@@ -1,4 +1,4 @@
-"""Unit tests: the seed's architecture, the bottleneck option and the dense architecture, the
+"""Unit tests: the seed's architecture, the bottleneck, dense and noise options, the
 clustering accuracy, the data loader, and which seeds benchmarks/seeds.py runs."""
 import json
 import sys
@@ -64,6 +64,16 @@ def test_dense_architecture_is_n2ds_autoencoder():
     assert encoder.layers[-1].activation.__name__ == "linear"
     assert decoder.layers[-2].activation.__name__ == "sigmoid"
     assert tuple(encoder.output.shape[1:]) == (10,) and tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
+
+
+def test_noise_corrupts_the_training_input_only():
+    autoencoder, encoder = am.build_autoencoder(bottleneck=10, architecture="dense", noise=0.2)
+    assert autoencoder.get_layer("noise").stddev == 0.2
+    assert "GaussianNoise" not in [type(layer).__name__ for layer in encoder.layers]
+    images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    clean = autoencoder(images, training=False).numpy()
+    assert np.allclose(clean, autoencoder.get_layer("decoder")(encoder(images)).numpy(), atol=1e-6)
+    assert not np.allclose(autoencoder(images, training=True).numpy(), clean, atol=1e-3)
 
 
 def test_accuracy_is_one_for_a_permuted_labelling():
