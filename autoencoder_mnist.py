@@ -65,7 +65,7 @@ REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"), "latent": ("none", "p
 # mixture too, which the validation split chose (see the README).
 CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}
 # The flags that decide which model training makes; --reuse-model checks them against the saved run.
-TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "noise", "epochs", "batch_size",
+TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs", "batch_size", "noise",
                   "seed")
 # --architecture dense: N2D's fully connected encoder (McConville et al.), 784 -> these -> the code;
 # the decoder mirrors it.
@@ -96,7 +96,7 @@ def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+            value = math.nan
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not {name}")
         if value < minimum:
@@ -130,13 +130,13 @@ class Config:
     bottleneck: int = field(default=0, metadata={"parse": at_least(0), "help": (
         "the code's size: with conv, squeeze the 7x7x32 code maps through a dense layer of N numbers, "
         "and train that model instead of the seed's (0 keeps the seed's codes); dense needs it (default: 0)")})
+    # Training: the seed's recipe, Adam and binary cross-entropy
+    epochs: int = field(default=20, metadata={"parse": at_least(1), "help": "training epochs (default: 20)"})
+    batch_size: int = field(default=256, metadata={"parse": at_least(1), "help": "images per step (default: 256)"})
     noise: float = field(default=0.0, metadata={"parse": at_least(0, float), "metavar": "SIGMA", "help": (
         "train a denoising autoencoder: add Gaussian noise of this standard deviation to each training "
         "image's pixels, fresh in every step, while the target stays the clean image; encoding and "
         "scoring see clean images (default: 0, no noise, the seed's)")})
-    # Training: the seed's recipe, Adam and binary cross-entropy
-    epochs: int = field(default=20, metadata={"parse": at_least(1), "help": "training epochs (default: 20)"})
-    batch_size: int = field(default=256, metadata={"parse": at_least(1), "help": "images per step (default: 256)"})
     reuse_model: Path | None = field(default=None, metadata={"parse": Path, "metavar": "FOLDER", "help": (
         "score the autoencoder that a finished run saved in FOLDER instead of training one, to try other "
         "scoring flags in minutes; give that run's data and training flags ("
