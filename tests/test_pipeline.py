@@ -68,12 +68,6 @@ def test_saved_autoencoder_loads_and_reconstructs(small_run):
     assert "(2, 28, 28, 1) (None, 7, 7, 32)" in finished.stdout
 
 
-def test_same_seed_gives_same_scores(small_run, tmp_path):
-    again = run_script(*SMALL, "--out", tmp_path / "again")
-    assert again.returncode == 0, again.stderr
-    assert scores(tmp_path / "again") == scores(small_run)
-
-
 def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, tmp_path):
     out = tmp_path / "rescored"
     finished = run_script(*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out)
@@ -90,6 +84,8 @@ def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, t
 
 
 def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
+    # A second process with the same seed trains epoch 1 afresh and, resumed, ends with every score of
+    # the first run: this is also the suite's check that a seed reproduces a run.
     out = tmp_path / "results"
     out.mkdir()
     earlier = {name: (small_run / name).read_bytes() for name in OUTPUTS}
