@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import REPO, SCRIPT, SMALL, run_script
+from conftest import REPO, SCRIPT, SMALL, run_script, script_env, stderr_lines
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "reconstructions.png", "training_curves.png",
            "embeddings.png", "confusion.png"]
@@ -49,8 +49,6 @@ def test_small_run_writes_every_output(small_run):
     ]
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in metrics["clustering"]] == expected_rows
     for row in metrics["clustering"]:
-        assert -1 <= row["silhouette"] <= 1 and -1 <= row["ari"] <= 1
-        assert 0 <= row["nmi"] <= 1 and 0.1 <= row["acc"] <= 1 and row["seconds"] >= 0
         # Even two epochs on 2,000 images cluster far better than chance (ACC 0.1).
         assert row["acc"] > 0.3
     report = (small_run / "report.md").read_text()
@@ -77,7 +75,7 @@ def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, t
     added = rows_beyond(scores(small_run), scores(out))
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in added] == [
         ("latent", "umap10+train", "kmeans"), ("latent", "umap10+train", "gmm")]
-    assert all(row["acc"] > 0.3 and -1 <= row["silhouette"] <= 1 for row in added)
+    assert all(row["acc"] > 0.3 for row in added)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
@@ -93,14 +91,16 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
         (out / name).write_bytes(content)
 
     process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
     for line in process.stdout:
         if line.strip().startswith("epoch 1/2"):
             process.send_signal(signal.SIGTERM)
             break
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 143
-    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1 and "--resume" in stderr
+    lines = stderr_lines(stderr)
+    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
+    assert "1 of 2 epochs are saved: rerun with --resume" in lines[0]
     # The earlier run's results are whole, and nothing half-written lies beside them.
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
@@ -120,7 +120,7 @@ def test_ctrl_c_stops_with_status_130_and_writes_nothing(tmp_path):
     # SIGINT ignored, children inherit that, and Python then, rightly, ignores the signal too.
     out = tmp_path / "results"
     process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if "imports done" in line:
@@ -128,7 +128,10 @@ def test_ctrl_c_stops_with_status_130_and_writes_nothing(tmp_path):
             break
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130
-    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    lines = stderr_lines(stderr)
+    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
+    # Interrupted before any epoch finished: there is nothing to resume, and the line does not say so.
+    assert "stopped by Ctrl-C" in lines[0] and "--resume" not in lines[0]
     assert [path.name for path in out.iterdir() if path.name != ".checkpoint"] == []
 
 

@@ -92,6 +92,19 @@ def test_accuracy_matches_a_hand_computed_confusion():
     assert am.clustering_accuracy(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 1, 1])) == pytest.approx(4 / 6)
 
 
+def test_reconstruction_scores_match_hand_computed_values():
+    images = np.array([0.0, 1.0, 0.5, 0.25], dtype=np.float32).reshape(1, 2, 2, 1)
+    reconstructions = np.array([0.1, 0.8, 0.5, 0.5], dtype=np.float32).reshape(1, 2, 2, 1)
+    scores = am.score_reconstruction(images, reconstructions)
+    # BCE per pixel: -ln 0.9, -ln 0.8, ln 2, ln 2; squared errors: 0.01, 0.04, 0, 0.0625.
+    assert scores["test_bce"] == pytest.approx((0.1053605 + 0.2231436 + 2 * 0.6931472) / 4, abs=1e-6)
+    assert scores["test_mse"] == pytest.approx(0.1125 / 4, abs=1e-7)
+    assert scores["test_psnr"] == pytest.approx(15.50907, abs=1e-4)  # 10 log10(1 / 0.028125)
+    # A saturated reconstruction costs Keras' clipped log, not infinity.
+    assert am.score_reconstruction(images[..., :1, :1, :], np.ones((1, 1, 1, 1)))["test_bce"] == pytest.approx(
+        -np.log(1e-7), rel=1e-6)
+
+
 def test_stratified_sample_keeps_class_shares_and_order():
     labels = np.repeat([0, 1, 2], [600, 300, 100])
     picked = am.stratified_sample(labels, 100, np.random.default_rng(0))
@@ -161,5 +174,5 @@ def test_resume_takes_a_flag_missing_from_an_older_checkpoint_as_its_default(tmp
     staging, _ = am.prepare_folders(am.Config(out=tmp_path / "results", resume=True))
     assert staging.is_dir()
     (checkpoint / "config.json").write_text(json.dumps(older))
-    with pytest.raises(am.InputError, match="other data or training flags"):
+    with pytest.raises(am.InputError, match="was made with --architecture conv, this run has dense"):
         am.prepare_folders(am.Config(out=tmp_path / "results", resume=True, architecture="dense", bottleneck=10))
