@@ -12,15 +12,17 @@ at ACC 0.975 / NMI 0.935 (README.md). Every output of a run lands in one folder 
 `results/`).
 
 Commands:
-    python autoencoder_mnist.py                          # the seed's recipe: 20 epochs, all images
-    python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick   # a minute
-    python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 \
-        --embed-train --out headline                     # the headline recipe, one seed
-    python benchmarks/seeds.py --seeds 0 1 2 -- --architecture dense --bottleneck 10 --noise 0.2 \
-        --epochs 50 --embed-train                        # the headline recipe over seeds
-    python autoencoder_mnist.py --data my_digits.npz     # any local .npz in Keras' mnist.npz layout
-    python autoencoder_mnist.py --resume                 # continue an interrupted run
-    python autoencoder_mnist.py --reuse-model results --embed-train --out rescored  # re-score, no training
+    # the seed's recipe: 20 epochs on all 60,000 training images, scored on the 10,000 test images
+    python autoencoder_mnist.py
+    # a quick run, about a minute on two cores
+    python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick
+    # the headline recipe over seeds 0, 1 and 2, and one seed of it
+    python benchmarks/seeds.py --seeds 0 1 2 -- --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train
+    python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train --out headline
+    # any local .npz in Keras' mnist.npz layout; continue an interrupted run; re-score a saved model
+    python autoencoder_mnist.py --data my_digits.npz
+    python autoencoder_mnist.py --resume
+    python autoencoder_mnist.py --reuse-model results --embed-train --out rescored
 
 Metrics:
     BCE         binary cross-entropy per pixel between image and reconstruction (the training loss)
@@ -46,6 +48,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -79,6 +82,9 @@ TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottlene
 DENSE_WIDTHS = (500, 500, 2000)
 # t-SNE's default perplexity (30) needs more than 90 points, UMAP's 30 neighbours (umap10) more than 30.
 MIN_TEST_IMAGES = 100
+# The most neighbours a UMAP fit asks for (umap10's 30), counting each point itself: one graph of them
+# serves the 2-D UMAP's 15 too.
+UMAP_NEIGHBOURS = 30
 
 
 class InputError(ValueError):
@@ -118,52 +124,44 @@ class Config:
     """Every setting of a run. The defaults are the seed's recipe; each field is one command-line flag."""
 
     # Data
-    data: Path | None = field(default=None, metadata={"parse": Path, "help": (
-        "a local .npz with x_train, y_train, x_test, y_test as in Keras' mnist.npz (images N x 28 x 28, "
-        "intensities 0..255; integer labels). Default: the bundled data/mnist.npz, else Keras' download")})
+    data: Path | None = field(default=None, metadata={"parse": Path, "metavar": "PATH", "help": (
+        "a local .npz in Keras' mnist.npz layout (default: the bundled data/mnist.npz)")})
     train_size: int | None = field(default=None, metadata={"parse": at_least(1), "help": (
-        "train on N training images, a random sample stratified by label (drawn with --seed). Default: all")})
+        "train on N training images, sampled by label with --seed (default: all)")})
     test_size: int | None = field(default=None, metadata={"parse": at_least(1), "help": (
-        f"encode, cluster and score N test images, sampled like --train-size (at least {MIN_TEST_IMAGES}). "
-        "Default: all")})
+        f"score N test images, sampled the same way, at least {MIN_TEST_IMAGES} (default: all)")})
     evaluate_on: str = field(default="test", metadata={"parse": str, "choices": ("test", "validation"), "help": (
-        "the images to encode, cluster and score: the held-out test set, or a validation split of as "
-        "many training images (stratified, drawn with --seed) that training then leaves out; choose "
-        "settings on validation, report on test (default: test)")})
+        "score the test set, or as many training images held out of training: choose on validation, "
+        "report on test (default: test)")})
     # Model: the seed's, unless another architecture or a bottleneck is asked for
     architecture: str = field(default="conv", metadata={"parse": str, "choices": ("conv", "dense"), "help": (
-        "conv: the seed's convolutional autoencoder; dense: N2D's fully connected one, 784-500-500-2000-N "
-        "and mirrored, with an N-number code given by --bottleneck (default: conv)")})
+        "the seed's convolutional autoencoder, or N2D's fully connected 784-500-500-2000-N one "
+        "(default: conv)")})
     bottleneck: int = field(default=0, metadata={"parse": at_least(0), "help": (
-        "the code's size: with conv, squeeze the 7x7x32 code maps through a dense layer of N numbers, "
-        "and train that model instead of the seed's (0 keeps the seed's codes); dense needs it (default: 0)")})
+        "a code of N numbers: conv squeezes its 7x7x32 maps through a dense layer; dense needs it "
+        "(default: 0, the seed's codes)")})
     # Training: the seed's recipe, Adam and binary cross-entropy
     epochs: int = field(default=20, metadata={"parse": at_least(1), "help": "training epochs (default: 20)"})
     batch_size: int = field(default=256, metadata={"parse": at_least(1), "help": "images per step (default: 256)"})
     noise: float = field(default=0.0, metadata={"parse": at_least(0, float), "metavar": "SIGMA", "help": (
-        "train a denoising autoencoder: add Gaussian noise of this standard deviation to each training "
-        "image's pixels, fresh in every step, while the target stays the clean image; encoding and "
-        "scoring see clean images (default: 0, no noise, the seed's)")})
+        "denoising: Gaussian noise of this standard deviation on the training input only (default: 0)")})
     reuse_model: Path | None = field(default=None, metadata={"parse": Path, "metavar": "FOLDER", "help": (
-        "score the autoencoder that a finished run saved in FOLDER instead of training one, to try other "
-        "scoring flags in minutes; give that run's data and training flags ("
-        + ", ".join(map(flag_of, TRAINING_FLAGS)) + "), which are checked against its metrics.json")})
+        "score the model a finished run saved in FOLDER instead of training; its data and training flags ("
+        + ", ".join(map(flag_of, TRAINING_FLAGS)) + ") must be given and match (default: off)")})
     # Reduction: t-SNE and UMAP search neighbours; on 50 principal components instead of 1,568 code
     # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
     pca_dims: int = field(default=50, metadata={"parse": at_least(0), "help": (
-        "run t-SNE and UMAP on this many principal components of the features; 0 runs them on the "
-        "features themselves, as the seed did (default: 50)")})
+        "principal components that t-SNE and UMAP start from; 0: the features themselves (default: 50)")})
     embed_train: bool = field(default=False, metadata={"help": (
-        "add rows `umap10+train`: the clustering embedding fitted on the training images' codes together "
-        "with the scored images' codes, as unlabelled context, and clustered with them; the scored "
-        "images stay unseen in training. Costs a UMAP on all those codes (about 5 min on 60,000)")})
+        "add rows umap10+train: the 10-d UMAP fitted with the training codes as unlabelled context "
+        "(default: off)")})
     # Run
     seed: int = field(default=0, metadata={"parse": at_least(0), "help": (
         "seed for sampling, weights, shuffling and every estimator (default: 0)")})
-    out: Path = field(default=Path("results"), metadata={"parse": Path, "help": (
+    out: Path = field(default=Path("results"), metadata={"parse": Path, "metavar": "FOLDER", "help": (
         "folder for every output of the run (default: results)")})
     resume: bool = field(default=False, metadata={"help": (
-        "continue an interrupted run from its last finished epoch (same data and training flags, same --out)")})
+        "continue an interrupted run in --out from its last saved epoch (default: off)")})
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -172,7 +170,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
         prog="autoencoder_mnist.py",
         allow_abbrev=False,
         description=__doc__.split("\n\n")[0],
-        epilog="Metrics and outputs are described in README.md.",
+        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")]
+        + "Metrics, outputs and how each option was chosen: README.md and docs/EXPERIMENTS.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for option in fields(Config):
         flag = flag_of(option.name)
@@ -182,7 +182,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
             parser.add_argument(flag, type=option.metadata["parse"], default=option.default,
                                 choices=option.metadata.get("choices"), help=option.metadata["help"],
                                 metavar=None if "choices" in option.metadata
-                                else option.metadata.get("metavar", option.name.upper()))
+                                else option.metadata.get("metavar", "N"))
     config = Config(**vars(parser.parse_args(argv)))
     if config.bottleneck == 1:
         parser.error("--bottleneck 1 leaves no second dimension for the 2-D plots; give 0 or 2 or more")
@@ -512,18 +512,18 @@ def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dic
 # ----------------------------------------------------------------------------------------------------
 
 
-def reduce(features: np.ndarray, names: tuple[str, ...], config: Config,
-           context: np.ndarray | None = None) -> tuple[dict, float | None]:
-    """Reduce features (n, d) with each named reduction.
+def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context: np.ndarray | None = None,
+           announce: Callable[[str], None] = print) -> tuple[dict, dict[str, float]]:
+    """Reduce features (n, d) with each named reduction, calling `announce` as each slow one starts.
 
     Returns {name: (embedding (n, 2), or (n, 10) for "umap10", or the features themselves for "none";
-    seconds)} and the share of variance that the `pca_dims` principal components keep, on which t-SNE
-    and UMAP run. "umap10+train" embeds the features and then the unlabelled `context` (m, d) together:
-    its embedding is (n + m, 10), the features' points first.
+    seconds)}, and what all rows share: the share of variance that the `pca_dims` principal components
+    keep (t-SNE and UMAP run on them) and the seconds that PCA and the neighbour graphs took. The UMAP
+    fits of one set of points share one exact neighbour graph. "umap10+train" embeds the features and
+    then the unlabelled `context` (m, d) together: its embedding is (n + m, 10), the features' points first.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
-    from umap import UMAP
 
     start = time.perf_counter()
     if config.pca_dims:
@@ -532,29 +532,64 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config,
         project = pca.transform
     else:
         compact, kept, project = features, None, np.asarray
-    compact_seconds = time.perf_counter() - start
+    shared = {"pca_variance_kept": kept, "pca_seconds": time.perf_counter() - start, "neighbours_seconds": 0.0}
+    points = {"scored": compact, "with context": None}
+    graphs = {}
 
-    def umap(dimensions: int, points: np.ndarray | None = None, **settings) -> np.ndarray:
-        # A fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and spares the warning.
-        return UMAP(n_components=dimensions, random_state=config.seed, n_jobs=1,
-                    **settings).fit_transform(compact if points is None else points)
+    def umap(dimensions: int, on: str = "scored", n_neighbors: int = 15, **settings) -> np.ndarray:
+        if points[on] is None:
+            points[on] = np.vstack([compact, project(context)])
+        if on not in graphs:
+            start = time.perf_counter()
+            graphs[on] = nearest_neighbours(points[on], UMAP_NEIGHBOURS)
+            shared["neighbours_seconds"] += time.perf_counter() - start
+        return fit_umap(points[on], graphs[on], dimensions, n_neighbors, config.seed, **settings)
 
-    reducers: dict[str, Callable[[], np.ndarray]] = {
-        "none": lambda: features,
-        "pca": lambda: PCA(n_components=2, random_state=config.seed).fit_transform(features),
-        "tsne": lambda: TSNE(n_components=2, random_state=config.seed).fit_transform(compact),
-        "umap": lambda: umap(2),
+    reducers: dict[str, tuple[str, Callable[[], np.ndarray]]] = {  # name: (what it does, for slow ones)
+        "none": ("", lambda: features),
+        "pca": ("", lambda: PCA(n_components=2, random_state=config.seed).fit_transform(features)),
+        "tsne": ("t-SNE to 2-D", lambda: TSNE(n_components=2, random_state=config.seed).fit_transform(compact)),
+        "umap": ("UMAP to 2-D", lambda: umap(2)),
         # For clustering, not for looking at: more room than 2-D, points packed tight, wider neighbourhoods.
-        "umap10": lambda: umap(10, min_dist=0.0, n_neighbors=30),
-        "umap10+train": lambda: umap(10, min_dist=0.0, n_neighbors=30, points=np.vstack([compact, project(context)])),
+        "umap10": ("UMAP to 10-d", lambda: umap(10, min_dist=0.0, n_neighbors=30)),
+        "umap10+train": ("UMAP to 10-d with the training codes",
+                         lambda: umap(10, on="with context", min_dist=0.0, n_neighbors=30)),
     }
     embeddings = {}
     for name in names:
+        doing, reducer = reducers[name]
+        if doing:
+            size = len(features) + (len(context) if name == "umap10+train" else 0)
+            announce(f"  {doing}, {size:,} points")
         start = time.perf_counter()
-        embedding = reducers[name]()
-        seconds = time.perf_counter() - start + (0.0 if name in ("none", "pca") else compact_seconds)
-        embeddings[name] = (embedding, seconds)
-    return embeddings, kept
+        embeddings[name] = (reducer(), time.perf_counter() - start)
+    shared = {key: round(value, 2) if key.endswith("seconds") else value for key, value in shared.items()}
+    return embeddings, shared
+
+
+def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of each point (n, d) among the points, itself first as UMAP expects:
+    indices (n, k) and Euclidean distances (n, k). On tens of dimensions this is faster than UMAP's
+    own approximate search, and the same graph serves every UMAP fit of these points."""
+    from sklearn.neighbors import NearestNeighbors
+
+    distances, indices = NearestNeighbors(n_neighbors=min(k, len(points))).fit(points).kneighbors(points)
+    return indices, distances
+
+
+def fit_umap(points: np.ndarray, graph: tuple[np.ndarray, np.ndarray], dimensions: int, n_neighbors: int,
+             seed: int, **settings) -> np.ndarray:
+    """UMAP of points (n, d) to (n, dimensions), on the first `n_neighbors` of a neighbour graph from
+    `nearest_neighbours`."""
+    from umap import UMAP
+
+    indices, distances = (part[:, :n_neighbors] for part in graph)
+    with warnings.catch_warnings():
+        # umap-learn warns that a graph without its search index cannot embed new points: none are.
+        warnings.filterwarnings("ignore", message="precomputed_knn")
+        # A fixed random_state makes UMAP single-threaded anyway; n_jobs=1 says so and spares the warning.
+        return UMAP(n_components=dimensions, n_neighbors=n_neighbors, random_state=seed, n_jobs=1,
+                    precomputed_knn=(indices, distances), **settings).fit_transform(points)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -597,9 +632,23 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
     points = points[:len(labels)]
     label_metrics = {"ari": adjusted_rand_score, "nmi": normalized_mutual_info_score, "acc": clustering_accuracy}
     scores = {name: float(metric(labels, clusters)) for name, metric in label_metrics.items()}
-    # Silhouette needs the points themselves, not only the labels.
-    scores["silhouette"] = float(silhouette_score(points, clusters))
+    # Silhouette needs the points themselves, not only the labels. scikit-learn's pairwise distances
+    # run about twice as fast on float64 as on the float32 that the embeddings come in.
+    scores["silhouette"] = float(silhouette_score(points.astype("float64"), clusters))
     return clusters, scores
+
+
+def scored_arrays(codes: np.ndarray, labels: np.ndarray,
+                  scored: dict[tuple[str, str, str], tuple[dict, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """What codes.npz holds, so that a reader can plot or cluster the scored images again: their codes
+    (n, d), true labels (n,), each reduction's embedding of them (FEATURES_REDUCTION, (n, 2) or (n, 10))
+    and each row's clusters (clusters_FEATURES_REDUCTION_CLUSTERER, (n,))."""
+    arrays = {"codes": codes, "labels": labels}
+    for (kind, reduction, clusterer), (_, clusters, points) in scored.items():
+        if reduction != "none":
+            arrays[f"{kind}_{reduction}"] = points[:len(labels)].astype("float32")
+        arrays[f"clusters_{kind}_{reduction}_{clusterer}"] = clusters
+    return arrays
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -947,13 +996,13 @@ def run(config: Config) -> None:
             train_codes = encode(encoder, data.x_train) if config.embed_train else None
 
         features = {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes}
-        scored, variance_kept = {}, {}
+        scored, shared = {}, {}
         for kind, names in REDUCTIONS.items():
             context = train_codes if kind == "latent" else None
             if context is not None:
                 names += ("umap10+train",)
             with stages(f"reduce {kind}"):
-                reduced, variance_kept[kind] = reduce(features[kind], names, config, context)
+                reduced, shared[kind] = reduce(features[kind], names, config, context)
             with stages(f"cluster {kind}"):
                 for name, (points, seconds) in reduced.items():
                     for clusterer in CLUSTERERS.get(name, ("kmeans",)):
@@ -962,6 +1011,7 @@ def run(config: Config) -> None:
                         row = {"features": kind, "reduction": name, "clusterer": clusterer, **scores,
                                "seconds": round(seconds, 2)}
                         scored[kind, name, clusterer] = (row, clusters, points)
+        np.savez_compressed(staging / "codes.npz", **scored_arrays(codes, data.y_test, scored))
         rows = [row for row, _, _ in scored.values()]
         # For the confusion plot and the report: the best row on the scored labels, for display only.
         best_row, best_clusters, _ = max(scored.values(), key=lambda entry: entry[0]["acc"])
@@ -985,7 +1035,9 @@ def run(config: Config) -> None:
             "peak_rss_mb": peak_memory_mb(),
             "reconstruction": reconstruction,
             "history": history,
-            "pca_variance_kept": variance_kept,
+            "pca_variance_kept": {kind: values["pca_variance_kept"] for kind, values in shared.items()},
+            "reduce_shared_seconds": {kind: {key: value for key, value in values.items() if key.endswith("seconds")}
+                                      for kind, values in shared.items()},
             "reused_model": None if reused is None else str(config.reuse_model),
             "clustering": rows,
         }
@@ -1000,8 +1052,8 @@ def run(config: Config) -> None:
     print(format_table(rows))
     print(f"\nReconstruction ({config.evaluate_on} set): BCE {reconstruction['test_bce']:.4f}, "
           f"MSE {reconstruction['test_mse']:.4f}, PSNR {reconstruction['test_psnr']:.2f} dB")
-    print(f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, reconstructions.png, "
-          "training_curves.png, embeddings.png, confusion.png")
+    print(f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
+          "reconstructions.png, training_curves.png, embeddings.png, confusion.png")
 
 
 def saved_training(config: Config) -> str:
