@@ -7,8 +7,8 @@ Seed N's run writes the folder OUT/seed-N and its terminal output to OUT/seed-N.
 was stopped continues from its last finished epoch. A finished run with the same data and training
 flags but other scoring flags (--embed-train, --pca-dims, --test-size) is re-scored with --reuse-model:
 its model is not trained again. Then OUT/summary.md lists, for every row of the clustering table,
-ACC, NMI and ARI as mean +- sample standard deviation (n - 1) over the seeds and each seed's ACC, and
-the reconstruction BCE.
+ACC, NMI and ARI as mean +- sample standard deviation (n - 1) over the seeds, the lowest ACC and NMI
+of any seed, each seed's ACC and NMI, and the reconstruction BCE.
 
 --jobs N runs N seeds at once, each with cores / N threads. TensorFlow gains little from a second
 thread on this small model: in a short probe on this project's 2-core machine, two single-threaded
@@ -100,13 +100,16 @@ def summarise(configs: list[autoencoder_mnist.Config], command: str) -> str:
              f"Evaluated on: {runs[0]['config']['evaluate_on']}. Mean +- sample std (n - 1) over "
              f"{len(runs)} runs.", "",
              "| features | reduction | clusterer | " + " | ".join(name.upper() for name in SCORES)
-             + f" | ACC per seed ({seeds}) |",
-             "| --- | --- | --- |" + " --- |" * (len(SCORES) + 1)]
+             + f" | worst seed's ACC / NMI | ACC per seed ({seeds}) | NMI per seed |",
+             "| --- | --- | --- |" + " --- |" * (len(SCORES) + 3)]
     for index, row in enumerate(runs[0]["clustering"]):
         values = [[run["clustering"][index][name] for run in runs] for name in SCORES]
+        acc, nmi = values[0], values[1]
         lines.append(f"| {row['features']} | {row['reduction']} | {row['clusterer']} | "
-                     + " | ".join(spread(column) for column in values) + " | "
-                     + " / ".join(f"{acc:.3f}" for acc in values[0]) + " |")
+                     + " | ".join(spread(column) for column in values)
+                     + f" | {min(acc):.3f} / {min(nmi):.3f} | "
+                     + " / ".join(f"{value:.4f}" for value in acc) + " | "
+                     + " / ".join(f"{value:.4f}" for value in nmi) + " |")
     bce = spread([run["reconstruction"]["test_bce"] for run in runs], digits=4)
     lines += ["", f"Reconstruction BCE on the scored images: {bce}", ""]
     return "\n".join(lines)
