@@ -5,10 +5,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
+import autoencoder_mnist as am
 from conftest import REPO, SCRIPT, SMALL, run_script, script_env, stderr_lines
 
-OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "reconstructions.png", "training_curves.png",
-           "embeddings.png", "confusion.png"]
+OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
+           "training_curves.png", "embeddings.png", "confusion.png"]
 
 
 def scores(out):
@@ -28,7 +31,8 @@ def rows_beyond(earlier, later):
 def test_small_run_writes_every_output(small_run):
     assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS)
     metrics = json.loads((small_run / "metrics.json").read_text())
-    for key in ("config", "versions", "timings", "reconstruction", "history", "clustering", "peak_rss_mb"):
+    for key in ("config", "versions", "timings", "reconstruction", "history", "clustering", "peak_rss_mb",
+                "reduce_shared_seconds"):
         assert key in metrics
     assert {"train", "total"} <= set(metrics["timings"])
     assert set(metrics["versions"]) == {"python", "numpy", "tensorflow", "keras", "scikit-learn", "umap-learn"}
@@ -54,6 +58,24 @@ def test_small_run_writes_every_output(small_run):
     report = (small_run / "report.md").read_text()
     for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png"):
         assert f"]({image})" in report
+
+
+def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    metrics = json.loads((small_run / "metrics.json").read_text())
+    with np.load(small_run / "codes.npz") as saved:
+        arrays = dict(saved)
+    assert arrays["codes"].shape == (500, 1568) and arrays["labels"].shape == (500,)
+    # The scored images' labels, in the order the loader gives them.
+    assert arrays["labels"].tolist() == am.load_data(am.parse_config(SMALL)).y_test.tolist()
+    assert arrays["latent_tsne"].shape == (500, 2) and arrays["pixels_umap10"].shape == (500, 10)
+    # Each row's scores follow from its saved clusters and the saved labels.
+    for row in metrics["clustering"]:
+        clusters = arrays[f"clusters_{row['features']}_{row['reduction']}_{row['clusterer']}"]
+        assert normalized_mutual_info_score(arrays["labels"], clusters) == pytest.approx(row["nmi"], abs=1e-12)
+        assert adjusted_rand_score(arrays["labels"], clusters) == pytest.approx(row["ari"], abs=1e-12)
 
 
 def test_saved_autoencoder_loads_and_reconstructs(small_run):
