@@ -533,17 +533,17 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context
     else:
         compact, kept, project = features, None, np.asarray
     shared = {"pca_variance_kept": kept, "pca_seconds": time.perf_counter() - start, "neighbours_seconds": 0.0}
-    points = {"scored": compact, "with context": None}
-    graphs = {}
+    point_sets = {"scored": lambda: compact, "with context": lambda: np.vstack([compact, project(context)])}
+    prepared = {}  # point set -> (points, neighbour graph), made at first use and shared by its UMAP fits
 
     def umap(dimensions: int, on: str = "scored", n_neighbors: int = 15, **settings) -> np.ndarray:
-        if points[on] is None:
-            points[on] = np.vstack([compact, project(context)])
-        if on not in graphs:
+        if on not in prepared:
             start = time.perf_counter()
-            graphs[on] = nearest_neighbours(points[on], UMAP_NEIGHBOURS)
+            points = point_sets[on]()
+            prepared[on] = points, nearest_neighbours(points, UMAP_NEIGHBOURS)
             shared["neighbours_seconds"] += time.perf_counter() - start
-        return fit_umap(points[on], graphs[on], dimensions, n_neighbors, config.seed, **settings)
+        points, graph = prepared[on]
+        return fit_umap(points, graph, dimensions, n_neighbors, config.seed, **settings)
 
     reducers: dict[str, tuple[str, Callable[[], np.ndarray]]] = {  # name: (what it does, for slow ones)
         "none": ("", lambda: features),
