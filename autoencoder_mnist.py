@@ -871,14 +871,17 @@ Best row by ACC: {best['features']} + {best['reduction']} + {best['clusterer']}.
 
 
 class Stages:
-    """Wall seconds per stage, and a progress line as each stage ends."""
+    """Wall seconds per stage, and a progress line as each stage ends; a stage that can take more than
+    a few seconds also says what it does as it starts."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
+    def __call__(self, name: str, doing: str = "") -> Iterator[None]:
+        if doing:
+            print(f"  {doing}", flush=True)
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 2)
@@ -974,7 +977,7 @@ def run(config: Config) -> None:
         reused = None if config.reuse_model is None else read_reused_run(config)
     staging, checkpoint = prepare_folders(config)
     try:
-        with stages("imports"):
+        with stages("imports", "importing TensorFlow, Keras and umap-learn"):
             import_stack()
         import keras
 
@@ -1003,7 +1006,7 @@ def run(config: Config) -> None:
                 names += ("umap10+train",)
             with stages(f"reduce {kind}"):
                 reduced, shared[kind] = reduce(features[kind], names, config, context)
-            with stages(f"cluster {kind}"):
+            with stages(f"cluster {kind}", f"clustering and scoring {len(reduced)} spaces"):
                 for name, (points, seconds) in reduced.items():
                     for clusterer in CLUSTERERS.get(name, ("kmeans",)):
                         clusters, scores = cluster_and_score(points, data.y_test, n_classes, config.seed,
