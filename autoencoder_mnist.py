@@ -568,13 +568,17 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context
 
 
 def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours of each point (n, d) among the points, itself first as UMAP expects:
-    indices (n, k) and Euclidean distances (n, k). On tens of dimensions this is faster than UMAP's
-    own approximate search, and the same graph serves every UMAP fit of these points."""
+    """Exact k nearest neighbours of each point (n, d) among the points, itself first at distance 0 as
+    UMAP expects: indices (n, k) and Euclidean distances (n, k). On tens of dimensions this is faster
+    than UMAP's own approximate search, and the same graph serves every UMAP fit of these points."""
     from sklearn.neighbors import NearestNeighbors
 
-    distances, indices = NearestNeighbors(n_neighbors=min(k, len(points))).fit(points).kneighbors(points)
-    return indices, distances
+    # Asked for the points' own neighbours, scikit-learn leaves each point out. Asked with the points
+    # again it would find each at a rounding error's distance (about 1e-7 in float32), which UMAP would
+    # take for its nearest neighbour's distance (rho): every membership in its graph would shift.
+    others, indices = NearestNeighbors(n_neighbors=min(k, len(points)) - 1).fit(points).kneighbors()
+    itself = np.arange(len(points))[:, np.newaxis]
+    return np.hstack([itself, indices]), np.hstack([np.zeros_like(itself, dtype=others.dtype), others])
 
 
 def fit_umap(points: np.ndarray, graph: tuple[np.ndarray, np.ndarray], dimensions: int, n_neighbors: int,

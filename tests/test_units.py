@@ -105,6 +105,17 @@ def test_reconstruction_scores_match_hand_computed_values():
         -np.log(1e-7), rel=1e-6)
 
 
+def test_neighbour_graph_is_exact_with_each_point_first_at_distance_zero():
+    points = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
+    indices, distances = am.nearest_neighbours(points, 8)
+    assert indices.shape == distances.shape == (200, 8)
+    # UMAP reads the first neighbour at a non-zero distance as its rho: the point itself must sit at 0.
+    assert (indices[:, 0] == np.arange(200)).all() and (distances[:, 0] == 0).all()
+    full = np.linalg.norm(points[:, None, :].astype(np.float64) - points[None, :, :], axis=-1)
+    assert np.allclose(distances, np.sort(full, axis=1)[:, :8], atol=1e-5)
+    assert np.allclose(np.take_along_axis(full, indices, axis=1), distances, atol=1e-5)
+
+
 def test_stratified_sample_keeps_class_shares_and_order():
     labels = np.repeat([0, 1, 2], [600, 300, 100])
     picked = am.stratified_sample(labels, 100, np.random.default_rng(0))
