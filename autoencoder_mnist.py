@@ -464,21 +464,48 @@ def train(autoencoder: keras.Model, data: Dataset, config: Config,
               f"  {logs['images_per_second']:,.0f} images/s", flush=True)
 
     # In this order: the line on the terminal means the epoch is saved and logged.
-    autoencoder.fit(
-        data.x_train, data.x_train,
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
-        validation_data=(data.x_test, data.x_test), verbose=0,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
-            keras.callbacks.LambdaCallback(
-                on_epoch_begin=lambda epoch, logs: epoch_start.update({epoch: time.perf_counter()}),
-                on_epoch_end=time_epoch),
-            keras.callbacks.CSVLogger(str(log_path), append=True),
-            keras.callbacks.LambdaCallback(on_epoch_end=report_epoch),
-        ],
-    )
+    with signals_deferred() as stop_if_signalled:
+        autoencoder.fit(
+            data.x_train, data.x_train,
+            epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
+            validation_data=(data.x_test, data.x_test), verbose=0,
+            callbacks=[
+                keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: stop_if_signalled(),
+                                               on_test_batch_end=lambda batch, logs: stop_if_signalled()),
+                keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
+                keras.callbacks.LambdaCallback(
+                    on_epoch_begin=lambda epoch, logs: epoch_start.update({epoch: time.perf_counter()}),
+                    on_epoch_end=time_epoch),
+                keras.callbacks.CSVLogger(str(log_path), append=True),
+                keras.callbacks.LambdaCallback(on_epoch_end=report_epoch),
+            ],
+        )
+        stop_if_signalled()
     table = np.genfromtxt(log_path, delimiter=",", names=True, ndmin=1)
     return {name: table[name].tolist() for name in ("loss", "val_loss", "images_per_second")}
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[Callable[[], None]]:
+    """Note Ctrl-C and SIGTERM instead of raising them at once; the function it yields raises the noted
+    one (KeyboardInterrupt or Terminated). While Keras trains, a handler that raises can fire inside
+    TensorFlow's C++ calls, which crashed the process (a segmentation fault, about one stop in eight):
+    training calls that function between batches instead."""
+    noted = []
+    deferred = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring Ctrl-C
+        deferred.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, lambda signum, frame: noted.append(signum)) for signum in deferred}
+
+    def raise_noted() -> None:
+        if noted:
+            raise KeyboardInterrupt if noted[0] == signal.SIGINT else Terminated
+
+    try:
+        yield raise_noted
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -175,6 +175,20 @@ def test_seeds_keeps_a_finished_run_rescores_a_trained_model_and_trains_the_rest
     assert seeds.script_flags(wanted, flags) == run, "no earlier run: nothing to reuse"
 
 
+def test_an_interrupt_offers_resume_only_for_saved_epochs(tmp_path):
+    config = am.Config(out=tmp_path, epochs=3)
+    assert am.saved_training(config) == ""  # no checkpoint: nothing to resume
+    log = tmp_path / ".checkpoint" / "history.csv"
+    log.parent.mkdir()
+    log.write_text("epoch,loss\n")
+    assert am.saved_training(config) == ""  # interrupted in the first epoch
+    log.write_text("epoch,loss\n0,0.1\n")
+    assert "1 of 3 epochs are saved: rerun with --resume to continue" in am.saved_training(config)
+    log.write_text("epoch,loss\n0,0.1\n1,0.09\n2,0.08\n")
+    assert "training had finished" in am.saved_training(config)
+    assert am.saved_training(am.Config(out=tmp_path, epochs=3, reuse_model=tmp_path)) == ""
+
+
 def test_resume_takes_a_flag_missing_from_an_older_checkpoint_as_its_default(tmp_path):
     # A checkpoint written before --architecture existed has no entry for it; it was made with conv.
     checkpoint = tmp_path / "results" / ".checkpoint"
