@@ -17,7 +17,7 @@ Commands:
     # a quick run, about a minute on two cores
     python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick
     # the headline recipe over seeds 0, 1 and 2, and one seed of it
-    python benchmarks/seeds.py --seeds 0 1 2 -- --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train
+    python benchmarks/seeds.py --seeds 0 1 2 --jobs 3 -- --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train
     python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train --out headline
     # any local .npz in Keras' mnist.npz layout; continue an interrupted run; re-score a saved model
     python autoencoder_mnist.py --data my_digits.npz
