@@ -28,6 +28,23 @@ def rows_beyond(earlier, later):
     return rows[len(earlier_rows):]
 
 
+def stop_in_training(out, signum):
+    """Start the small run, send `signum` once its first epoch is reported, and return its exit status
+    and its stderr lines."""
+    # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
+    # harness that starts this suite as a background job of a non-interactive shell (as CI may) leaves
+    # SIGINT ignored, children inherit that, and Python then, rightly, ignores the signal too.
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in process.stdout:
+        if line.strip().startswith("epoch 1/2"):
+            process.send_signal(signum)
+            break
+    _, stderr = process.communicate(timeout=300)
+    return process.returncode, stderr_lines(stderr)
+
+
 def test_small_run_writes_every_output(small_run):
     assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS)
     metrics = json.loads((small_run / "metrics.json").read_text())
@@ -112,15 +129,8 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
     for name, content in earlier.items():
         (out / name).write_bytes(content)
 
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
-    for line in process.stdout:
-        if line.strip().startswith("epoch 1/2"):
-            process.send_signal(signal.SIGTERM)
-            break
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 143
-    lines = stderr_lines(stderr)
+    status, lines = stop_in_training(out, signal.SIGTERM)
+    assert status == 143
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
     assert "1 of 2 epochs are saved: rerun with --resume" in lines[0]
     # The earlier run's results are whole, and nothing half-written lies beside them.
@@ -137,21 +147,10 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
 
 
 def test_ctrl_c_in_training_stops_with_status_130_and_writes_nothing(tmp_path):
-    # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
-    # harness that starts this suite as a background job of a non-interactive shell (as CI may) leaves
-    # SIGINT ignored, children inherit that, and Python then, rightly, ignores the signal too.
     out = tmp_path / "results"
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    for line in process.stdout:
-        if line.strip().startswith("epoch 1/2"):
-            process.send_signal(signal.SIGINT)
-            break
-    _, stderr = process.communicate(timeout=300)
+    status, lines = stop_in_training(out, signal.SIGINT)
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
-    assert process.returncode == 130
-    lines = stderr_lines(stderr)
+    assert status == 130
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
     assert "stopped by Ctrl-C" in lines[0] and "1 of 2 epochs are saved: rerun with --resume" in lines[0]
     assert [path.name for path in out.iterdir()] == [".checkpoint"]
