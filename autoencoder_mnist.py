@@ -540,12 +540,13 @@ def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dic
 
 
 def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context: np.ndarray | None = None,
-           announce: Callable[[str], None] = print) -> tuple[dict, dict[str, float]]:
+           announce: Callable[[str], None] = print) -> tuple[dict, dict]:
     """Reduce features (n, d) with each named reduction, calling `announce` as each slow one starts.
 
     Returns {name: (embedding (n, 2), or (n, 10) for "umap10", or the features themselves for "none";
-    seconds)}, and what all rows share: the share of variance that the `pca_dims` principal components
-    keep (t-SNE and UMAP run on them) and the seconds that PCA and the neighbour graphs took. The UMAP
+    seconds)}, and what all rows share: {"pca_variance_kept": the share of variance that the `pca_dims`
+    principal components keep (t-SNE and UMAP run on them), "seconds": what PCA and the neighbour graphs
+    took}. The UMAP
     fits of one set of points share one exact neighbour graph. "umap10+train" embeds the features and
     then the unlabelled `context` (m, d) together: its embedding is (n + m, 10), the features' points first.
     """
@@ -559,7 +560,7 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context
         project = pca.transform
     else:
         compact, kept, project = features, None, np.asarray
-    shared = {"pca_variance_kept": kept, "pca_seconds": time.perf_counter() - start, "neighbours_seconds": 0.0}
+    seconds = {"pca_seconds": time.perf_counter() - start, "neighbours_seconds": 0.0}
     point_sets = {"scored": lambda: compact, "with context": lambda: np.vstack([compact, project(context)])}
     prepared = {}  # point set -> (points, neighbour graph), made at first use and shared by its UMAP fits
 
@@ -568,7 +569,7 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context
             start = time.perf_counter()
             points = point_sets[on]()
             prepared[on] = points, nearest_neighbours(points, UMAP_NEIGHBOURS)
-            shared["neighbours_seconds"] += time.perf_counter() - start
+            seconds["neighbours_seconds"] += time.perf_counter() - start
         points, graph = prepared[on]
         return fit_umap(points, graph, dimensions, n_neighbors, config.seed, **settings)
 
@@ -590,8 +591,8 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context
             announce(f"  {doing}, {size:,} points")
         start = time.perf_counter()
         embeddings[name] = (reducer(), time.perf_counter() - start)
-    shared = {key: round(value, 2) if key.endswith("seconds") else value for key, value in shared.items()}
-    return embeddings, shared
+    return embeddings, {"pca_variance_kept": kept,
+                        "seconds": {key: round(value, 2) for key, value in seconds.items()}}
 
 
 def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1070,8 +1071,7 @@ def run(config: Config) -> None:
             "reconstruction": reconstruction,
             "history": history,
             "pca_variance_kept": {kind: values["pca_variance_kept"] for kind, values in shared.items()},
-            "reduce_shared_seconds": {kind: {key: value for key, value in values.items() if key.endswith("seconds")}
-                                      for kind, values in shared.items()},
+            "reduce_shared_seconds": {kind: values["seconds"] for kind, values in shared.items()},
             "reused_model": None if reused is None else str(config.reuse_model),
             "clustering": rows,
         }
