@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shutil
@@ -82,6 +83,10 @@ TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottlene
 DENSE_WIDTHS = (500, 500, 2000)
 # t-SNE's default perplexity (30) needs more than 90 points, UMAP's 30 neighbours (umap10) more than 30.
 MIN_TEST_IMAGES = 100
+# The reductions and clusterings run in this many worker processes at once. UMAP with a seed uses one
+# core; t-SNE and KMeans use every core. Longest first, by their time on MNIST, so none starts last.
+REDUCTION_PROCESSES = 2
+SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
 # The most neighbours a UMAP fit asks for (umap10's 30), counting each point itself: one graph of them
 # serves the 2-D UMAP's 15 too.
 UMAP_NEIGHBOURS = 30
@@ -152,6 +157,11 @@ class Config:
     # numbers that search is many times faster, as scikit-learn's TSNE documentation advises.
     pca_dims: int = field(default=50, metadata={"parse": at_least(0), "help": (
         "principal components that t-SNE and UMAP start from; 0: the features themselves (default: 50)")})
+    tsne_angle: float = field(default=0.5, metadata={"parse": at_least(0, float), "metavar": "THETA", "help": (
+        "t-SNE's Barnes-Hut angle, at most 1: larger is faster and coarser (default: 0.5, scikit-learn's)")})
+    umap_epochs: int = field(default=200, metadata={"parse": at_least(0), "help": (
+        "UMAP's layout epochs; 0: umap-learn's choice, 500 up to 10,000 points and 200 above (default: 200 "
+        "at every size, in about half the time; see README.md)")})
     embed_train: bool = field(default=False, metadata={"help": (
         "add rows umap10+train: the 10-d UMAP fitted with the training codes as unlabelled context "
         "(default: off)")})
@@ -184,6 +194,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
                                 metavar=None if "choices" in option.metadata
                                 else option.metadata.get("metavar", "N"))
     config = Config(**vars(parser.parse_args(argv)))
+    if config.tsne_angle > 1:
+        parser.error(f"--tsne-angle {config.tsne_angle} is above 1, the coarsest t-SNE allows; give 0 to 1")
     if config.bottleneck == 1:
         parser.error("--bottleneck 1 leaves no second dimension for the 2-D plots; give 0 or 2 or more")
     if config.architecture == "dense" and not config.bottleneck:
@@ -539,19 +551,34 @@ def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dic
 # ----------------------------------------------------------------------------------------------------
 
 
-def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context: np.ndarray | None = None,
-           announce: Callable[[str], None] = print) -> tuple[dict, dict]:
-    """Reduce features (n, d) with each named reduction, calling `announce` as each slow one starts.
+@dataclass(frozen=True)
+class Space:
+    """One reduction of one kind of features, with what the reduction starts from."""
 
-    Returns {name: (embedding (n, 2), or (n, 10) for "umap10", or the features themselves for "none";
-    seconds)}, and what all rows share: {"pca_variance_kept": the share of variance that the `pca_dims`
-    principal components keep (t-SNE and UMAP run on them), "seconds": what PCA and the neighbour graphs
-    took}. The UMAP
-    fits of one set of points share one exact neighbour graph. "umap10+train" embeds the features and
-    then the unlabelled `context` (m, d) together: its embedding is (n + m, 10), the features' points first.
+    kind: str  # "pixels" or "latent"
+    reduction: str  # a name from REDUCTIONS, or "umap10+train"
+    points: np.ndarray  # (n, d): the features for "none" and "pca", their principal components otherwise
+    graph: tuple[np.ndarray, np.ndarray] | None = None  # the points' neighbour graph, for UMAP
+
+    @property
+    def doing(self) -> str:
+        """What reducing this space does, for the slow reductions; "" for the quick ones."""
+        what = {"tsne": "t-SNE to 2-D", "umap": "UMAP to 2-D", "umap10": "UMAP to 10-d",
+                "umap10+train": "UMAP to 10-d with the training codes"}.get(self.reduction)
+        return f"{what} of the {self.kind}, {len(self.points):,} points" if what else ""
+
+
+def prepare_spaces(kind: str, features: np.ndarray, names: tuple[str, ...], config: Config,
+                   context: np.ndarray | None = None) -> tuple[list[Space], dict]:
+    """The spaces that reduce features (n, d) with each named reduction, and what they share.
+
+    t-SNE and UMAP start from the `pca_dims` principal components of the features; the UMAP fits of one
+    set of points share one exact neighbour graph. "umap10+train" embeds the features and then the
+    unlabelled `context` (m, d) together: its points are (n + m, pca_dims), the features' points first.
+    Returns the spaces in the order of `names`, and {"pca_variance_kept": the share of variance that the
+    principal components keep, "seconds": what PCA and the neighbour graphs took}.
     """
     from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
 
     start = time.perf_counter()
     if config.pca_dims:
@@ -560,39 +587,46 @@ def reduce(features: np.ndarray, names: tuple[str, ...], config: Config, context
         project = pca.transform
     else:
         compact, kept, project = features, None, np.asarray
-    seconds = {"pca_seconds": time.perf_counter() - start, "neighbours_seconds": 0.0}
-    point_sets = {"scored": lambda: compact, "with context": lambda: np.vstack([compact, project(context)])}
-    prepared = {}  # point set -> (points, neighbour graph), made at first use and shared by its UMAP fits
-
-    def umap(dimensions: int, on: str = "scored", n_neighbors: int = 15, **settings) -> np.ndarray:
-        if on not in prepared:
-            start = time.perf_counter()
-            points = point_sets[on]()
-            prepared[on] = points, nearest_neighbours(points, UMAP_NEIGHBOURS)
-            seconds["neighbours_seconds"] += time.perf_counter() - start
-        points, graph = prepared[on]
-        return fit_umap(points, graph, dimensions, n_neighbors, config.seed, **settings)
-
-    reducers: dict[str, tuple[str, Callable[[], np.ndarray]]] = {  # name: (what it does, for slow ones)
-        "none": ("", lambda: features),
-        "pca": ("", lambda: PCA(n_components=2, random_state=config.seed).fit_transform(features)),
-        "tsne": ("t-SNE to 2-D", lambda: TSNE(n_components=2, random_state=config.seed).fit_transform(compact)),
-        "umap": ("UMAP to 2-D", lambda: umap(2)),
-        # For clustering, not for looking at: more room than 2-D, points packed tight, wider neighbourhoods.
-        "umap10": ("UMAP to 10-d", lambda: umap(10, min_dist=0.0, n_neighbors=30)),
-        "umap10+train": ("UMAP to 10-d with the training codes",
-                         lambda: umap(10, on="with context", min_dist=0.0, n_neighbors=30)),
-    }
-    embeddings = {}
+    seconds = {"pca_seconds": time.perf_counter() - start}
+    start = time.perf_counter()
+    graphs = {}  # point set -> its neighbour graph, shared by that set's UMAP fits
+    spaces = []
     for name in names:
-        doing, reducer = reducers[name]
-        if doing:
-            size = len(features) + (len(context) if name == "umap10+train" else 0)
-            announce(f"  {doing}, {size:,} points")
-        start = time.perf_counter()
-        embeddings[name] = (reducer(), time.perf_counter() - start)
-    return embeddings, {"pca_variance_kept": kept,
-                        "seconds": {key: round(value, 2) for key, value in seconds.items()}}
+        if name in ("none", "pca"):
+            spaces.append(Space(kind, name, features))
+        elif name == "tsne":
+            spaces.append(Space(kind, name, compact))
+        else:
+            on = "with context" if name == "umap10+train" else "scored"
+            points = np.vstack([compact, project(context)]) if on == "with context" else compact
+            if on not in graphs:
+                graphs[on] = nearest_neighbours(points, UMAP_NEIGHBOURS)
+            spaces.append(Space(kind, name, points, graphs[on]))
+    seconds["neighbours_seconds"] = time.perf_counter() - start
+    return spaces, {"pca_variance_kept": kept, "seconds": {key: round(value, 2) for key, value in seconds.items()}}
+
+
+def embed(space: Space, config: Config) -> np.ndarray:
+    """The space's embedding: (n, 2), or (n, 10) for "umap10" and "umap10+train", or the points
+    themselves for "none"."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    def umap(dimensions: int, n_neighbors: int, **settings) -> np.ndarray:
+        return fit_umap(space.points, space.graph, dimensions, n_neighbors, config.seed,
+                        n_epochs=config.umap_epochs or None, **settings)
+
+    reducers = {
+        "none": lambda: space.points,
+        "pca": lambda: PCA(n_components=2, random_state=config.seed).fit_transform(space.points),
+        "tsne": lambda: TSNE(n_components=2, angle=config.tsne_angle,
+                             random_state=config.seed).fit_transform(space.points),
+        "umap": lambda: umap(2, 15),
+        # For clustering, not for looking at: more room than 2-D, points packed tight, wider neighbourhoods.
+        "umap10": lambda: umap(10, 30, min_dist=0.0),
+        "umap10+train": lambda: umap(10, 30, min_dist=0.0),
+    }
+    return reducers[space.reduction]()
 
 
 def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -668,6 +702,65 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
     # run about twice as fast on float64 as on the float32 that the embeddings come in.
     scores["silhouette"] = float(silhouette_score(points.astype("float64"), clusters))
     return clusters, scores
+
+
+def reduce_and_cluster(spaces: list[Space], labels: np.ndarray, n_clusters: int, config: Config
+                       ) -> list[tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]]]]:
+    """Embed every space and cluster it with each of its clusterers, in REDUCTION_PROCESSES worker
+    processes, each taking the slowest space that none has taken yet. Returns, for each space in
+    order: the embedding of the labelled points, the seconds it took, {clusterer: (clusters, scores)}.
+    An error or Ctrl-C in the main process stops the workers at once."""
+    # Each worker gets every space when it starts and then only their numbers: tasks that large would
+    # sit in the pool's pipe, and stopping the pool would wait on them for ever.
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(REDUCTION_PROCESSES, initializer=start_worker, initargs=(spaces, labels, n_clusters, config))
+    try:
+        slowest_first = sorted(range(len(spaces)), key=lambda index: SLOWEST_FIRST.index(spaces[index].reduction))
+        done = dict(pool.imap_unordered(reduce_and_cluster_one, slowest_first))
+    except BaseException:  # an error or Ctrl-C: stop the workers now
+        pool.terminate()
+        raise
+    finally:
+        pool.close()  # the workers exit once their work is done
+        pool.join()
+    results = []
+    for index, space in enumerate(spaces):
+        embedding, seconds, clusterings = done[index]
+        results.append((space.points if embedding is None else embedding, seconds, clusterings))
+    return results
+
+
+# What a worker process was given when it started (see start_worker): empty in the main process.
+worker_assignment: dict = {}
+
+
+def start_worker(spaces: list[Space], labels: np.ndarray, n_clusters: int, config: Config) -> None:
+    """Set up a worker process. Ctrl-C reaches every process of the terminal; the main process stops
+    the workers, so they ignore it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import_stack()
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    # One thread each: with two workers on two cores, t-SNE's and KMeans' threads would wait on each other.
+    threadpool_limits(1)
+    numba.set_num_threads(1)
+    worker_assignment.update(spaces=spaces, labels=labels, n_clusters=n_clusters, config=config)
+
+
+def reduce_and_cluster_one(index: int) -> tuple[int, tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]]]]:
+    """A worker's task: embed space number `index` of its assignment and cluster it."""
+    assignment = worker_assignment
+    space, labels, config = assignment["spaces"][index], assignment["labels"], assignment["config"]
+    if space.doing:
+        print(f"  {space.doing}", flush=True)
+    start = time.perf_counter()
+    embedding = embed(space, config)
+    seconds = time.perf_counter() - start
+    clusterings = {clusterer: cluster_and_score(embedding, labels, assignment["n_clusters"], config.seed, clusterer)
+                   for clusterer in CLUSTERERS.get(space.reduction, ("kmeans",))}
+    # Sent back: the labelled points only (context points are not scored), and no copy of the features.
+    return index, (None if space.reduction == "none" else embedding[:len(labels)], seconds, clusterings)
 
 
 def scored_arrays(codes: np.ndarray, labels: np.ndarray,
@@ -1031,21 +1124,21 @@ def run(config: Config) -> None:
             train_codes = encode(encoder, data.x_train) if config.embed_train else None
 
         features = {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes}
-        scored, shared = {}, {}
-        for kind, names in REDUCTIONS.items():
-            context = train_codes if kind == "latent" else None
-            if context is not None:
-                names += ("umap10+train",)
-            with stages(f"reduce {kind}"):
-                reduced, shared[kind] = reduce(features[kind], names, config, context)
-            with stages(f"cluster {kind}", f"clustering and scoring {len(reduced)} spaces"):
-                for name, (points, seconds) in reduced.items():
-                    for clusterer in CLUSTERERS.get(name, ("kmeans",)):
-                        clusters, scores = cluster_and_score(points, data.y_test, n_classes, config.seed,
-                                                             clusterer)
-                        row = {"features": kind, "reduction": name, "clusterer": clusterer, **scores,
-                               "seconds": round(seconds, 2)}
-                        scored[kind, name, clusterer] = (row, clusters, points)
+        with stages("reduce and cluster", f"reducing and clustering in {REDUCTION_PROCESSES} worker processes"):
+            spaces, shared = [], {}
+            for kind, names in REDUCTIONS.items():
+                context = train_codes if kind == "latent" else None
+                if context is not None:
+                    names += ("umap10+train",)
+                kind_spaces, shared[kind] = prepare_spaces(kind, features[kind], names, config, context)
+                spaces += kind_spaces
+            results = reduce_and_cluster(spaces, data.y_test, n_classes, config)
+        scored = {}  # (kind, reduction, clusterer) -> (row, clusters, embedding), in the order of REDUCTIONS
+        for space, (embedding, seconds, clusterings) in zip(spaces, results):
+            for clusterer, (clusters, scores) in clusterings.items():
+                row = {"features": space.kind, "reduction": space.reduction, "clusterer": clusterer, **scores,
+                       "seconds": round(seconds, 2)}
+                scored[space.kind, space.reduction, clusterer] = (row, clusters, embedding)
         np.savez_compressed(staging / "codes.npz", **scored_arrays(codes, data.y_test, scored))
         rows = [row for row, _, _ in scored.values()]
         # For the confusion plot and the report: the best row on the scored labels, for display only.

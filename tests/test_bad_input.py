@@ -116,6 +116,7 @@ BAD_FLAGS = {
     "test size too small to cluster": (["--test-size", "50"], "use --test-size 100 or more"),
     "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
     "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
+    "t-SNE angle above 1": (["--tsne-angle", "1.5"], "--tsne-angle 1.5 is above 1"),
     "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),

@@ -116,6 +116,39 @@ def test_neighbour_graph_is_exact_with_each_point_first_at_distance_zero():
     assert np.allclose(np.take_along_axis(full, indices, axis=1), distances, atol=1e-5)
 
 
+def test_spaces_share_one_neighbour_graph_per_point_set():
+    rng = np.random.default_rng(0)
+    features, context = rng.random((120, 40), dtype=np.float32), rng.random((80, 40), dtype=np.float32)
+    config = am.Config(pca_dims=5)
+    spaces, shared = am.prepare_spaces("latent", features, ("none", "tsne", "umap", "umap10", "umap10+train"),
+                                       config, context)
+    by_name = {space.reduction: space for space in spaces}
+    assert [space.reduction for space in spaces] == ["none", "tsne", "umap", "umap10", "umap10+train"]
+    assert by_name["none"].points is features and by_name["tsne"].points.shape == (120, 5)
+    assert by_name["umap"].graph is by_name["umap10"].graph  # one graph for the scored points' fits
+    assert by_name["umap10+train"].points.shape == (200, 5)  # the scored points first, then the context
+    assert np.array_equal(by_name["umap10+train"].points[:120], by_name["umap"].points)
+    assert by_name["umap10+train"].graph[0].shape == (200, am.UMAP_NEIGHBOURS)
+    assert 0 < shared["pca_variance_kept"] < 1
+
+
+def test_worker_processes_return_what_the_main_process_computes():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    features = (rng.normal(size=(120, 6)) + 4 * labels[:, None]).astype(np.float32)
+    config = am.Config(pca_dims=0)
+    spaces, _ = am.prepare_spaces("pixels", features, ("none", "pca"), config)
+    results = am.reduce_and_cluster(spaces, labels, 3, config)
+    assert len(results) == 2
+    for space, (embedding, _, clusterings) in zip(spaces, results):
+        expected = am.embed(space, config)
+        assert np.allclose(embedding, expected, atol=1e-5)
+        clusters, scores = clusterings["kmeans"]
+        direct_clusters, direct_scores = am.cluster_and_score(expected, labels, 3, config.seed)
+        assert np.array_equal(clusters, direct_clusters) and scores == pytest.approx(direct_scores)
+    assert results[0][2]["kmeans"][1]["acc"] == 1.0  # the three well-separated blobs, found
+
+
 def test_stratified_sample_keeps_class_shares_and_order():
     labels = np.repeat([0, 1, 2], [600, 300, 100])
     picked = am.stratified_sample(labels, 100, np.random.default_rng(0))
