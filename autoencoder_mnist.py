@@ -563,9 +563,10 @@ class Space:
     @property
     def doing(self) -> str:
         """What reducing this space does, for the slow reductions; "" for the quick ones."""
-        what = {"tsne": "t-SNE to 2-D", "umap": "UMAP to 2-D", "umap10": "UMAP to 10-d",
-                "umap10+train": "UMAP to 10-d with the training codes"}.get(self.reduction)
-        return f"{what} of the {self.kind}, {len(self.points):,} points" if what else ""
+        of = "the codes" if self.kind == "latent" else "the pixels"
+        what = {"tsne": f"t-SNE to 2-D of {of}", "umap": f"UMAP to 2-D of {of}", "umap10": f"UMAP to 10-d of {of}",
+                "umap10+train": "UMAP to 10-d of the codes and the training codes"}.get(self.reduction)
+        return f"{what}, {len(self.points):,} points" if what else ""
 
 
 def prepare_spaces(kind: str, features: np.ndarray, names: tuple[str, ...], config: Config,
