@@ -126,7 +126,8 @@ def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a run. The defaults are the seed's recipe; each field is one command-line flag."""
+    """Every setting of a run. The defaults are the seed's recipe (but for UMAP's 200 layout epochs, a
+    shortcut measured in docs/EXPERIMENTS.md); each field is one command-line flag."""
 
     # Data
     data: Path | None = field(default=None, metadata={"parse": Path, "metavar": "PATH", "help": (
@@ -926,15 +927,17 @@ def library_versions() -> dict[str, str]:
             **{name: getattr(module, "__version__", "unknown") for name, module in modules.items()}}
 
 
-def peak_memory_mb() -> float | None:
-    """Peak resident memory (RSS) of this process in MB; None where the system does not report it."""
+def peak_memory_mb(whose: str = "self") -> float | None:
+    """Peak resident memory (RSS) in MB of this process ("self"), or of its largest finished worker
+    process ("children"); None where the system does not report it."""
     try:
         import resource
     except ImportError:  # Windows
         return None
     # ru_maxrss counts kilobytes on Linux and bytes on macOS.
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
+    who = resource.RUSAGE_SELF if whose == "self" else resource.RUSAGE_CHILDREN
+    return round(resource.getrusage(who).ru_maxrss / scale, 1)
 
 
 def write_report(metrics: dict, best: dict, folder: Path) -> None:
@@ -1162,6 +1165,7 @@ def run(config: Config) -> None:
                      "n_classes": n_classes},
             "timings": stages.seconds,
             "peak_rss_mb": peak_memory_mb(),
+            "worker_peak_rss_mb": peak_memory_mb("children"),
             "reconstruction": reconstruction,
             "history": history,
             "pca_variance_kept": {kind: values["pca_variance_kept"] for kind, values in shared.items()},
