@@ -14,7 +14,7 @@ at ACC 0.974 / NMI 0.932 over three seeds (README.md). Every output of a run lan
 Commands:
     # the seed's recipe: 20 epochs on all 60,000 training images, scored on the 10,000 test images
     python autoencoder_mnist.py
-    # a quick run, about a minute on two cores
+    # a quick run, about half a minute on two cores
     python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick
     # the headline recipe over seeds 0, 1 and 2, and one seed of it
     python benchmarks/seeds.py --seeds 0 1 2 --jobs 3 -- --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train
