@@ -28,9 +28,9 @@ def rows_beyond(earlier, later):
     return rows[len(earlier_rows):]
 
 
-def stop_in_training(out, signum):
-    """Start the small run, send `signum` once its first epoch is reported, and return its exit status
-    and its stderr lines."""
+def stop_run(out, signum, at="epoch 1/2"):
+    """Start the small run, send `signum` once a line of its output starts with `at` (by default: its
+    first epoch is reported), and return its exit status and its stderr lines."""
     # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
     # harness that starts this suite as a background job of a non-interactive shell (as CI may) leaves
     # SIGINT ignored, children inherit that, and Python then, rightly, ignores the signal too.
@@ -38,7 +38,7 @@ def stop_in_training(out, signum):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
-        if line.strip().startswith("epoch 1/2"):
+        if line.strip().startswith(at):
             process.send_signal(signum)
             break
     _, stderr = process.communicate(timeout=300)
@@ -130,7 +130,7 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
     for name, content in earlier.items():
         (out / name).write_bytes(content)
 
-    status, lines = stop_in_training(out, signal.SIGTERM)
+    status, lines = stop_run(out, signal.SIGTERM)
     assert status == 143
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
     assert "1 of 2 epochs are saved: rerun with --resume" in lines[0]
@@ -149,11 +149,22 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
 
 def test_ctrl_c_in_training_stops_with_status_130_and_writes_nothing(tmp_path):
     out = tmp_path / "results"
-    status, lines = stop_in_training(out, signal.SIGINT)
+    status, lines = stop_run(out, signal.SIGINT)
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
     assert status == 130
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
     assert "stopped by Ctrl-C" in lines[0] and "1 of 2 epochs are saved: rerun with --resume" in lines[0]
+    assert [path.name for path in out.iterdir()] == [".checkpoint"]
+
+
+def test_sigterm_while_the_workers_reduce_stops_the_run_and_writes_nothing(tmp_path):
+    # Stopping the worker pool once waited for ever on tasks still in its pipe; communicate's timeout
+    # in stop_run fails this test if the run hangs.
+    out = tmp_path / "results"
+    status, lines = stop_run(out, signal.SIGTERM, at="reducing and clustering")
+    assert status == 143
+    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
+    assert "stopped by SIGTERM" in lines[0] and "training had finished" in lines[0]
     assert [path.name for path in out.iterdir()] == [".checkpoint"]
 
 
