@@ -186,3 +186,24 @@ def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
     first = metrics["clustering"][0]
     row = f"| {first['features']} | {first['reduction']} | {first['clusterer']} | {first['acc'] + 0.05:.3f} +- 0.071 |"
     assert row in (tmp_path / "summary.md").read_text()
+
+
+def test_epochs_benchmark_stopped_and_continued_scores_as_the_script(small_run, tmp_path):
+    # Scored after epoch 1, stopped, and continued to epoch 2 in a second command: the model of epoch 2
+    # is the script's own 2-epoch model, so its validation BCE and clustering embedding's rows repeat.
+    benchmark = [sys.executable, str(REPO / "benchmarks" / "epochs.py"), "--seeds", "0", "--out", str(tmp_path)]
+    flags = ["--", *SMALL[2:]]  # the small sample, without --epochs
+    for counts in (["1"], ["1", "2"]):
+        finished = subprocess.run([*benchmark, "--at", *counts, *flags], capture_output=True, text=True,
+                                  env=script_env(), timeout=300)
+        assert finished.returncode == 0, finished.stderr
+    assert "continuing after epoch 1" in finished.stdout
+    lines = [json.loads(line) for line in (tmp_path / "seed-0.jsonl").read_text().splitlines()]
+    assert [line["epochs"] for line in lines] == [1, 2]
+    metrics = json.loads((small_run / "metrics.json").read_text())
+    assert lines[1]["val_bce"] == pytest.approx(metrics["history"]["val_loss"][-1], abs=1e-6)
+    script_rows = {row["clusterer"]: row for row in metrics["clustering"]
+                   if row["features"] == "latent" and row["reduction"] == "umap10"}
+    for clusterer, row in lines[1]["rows"].items():
+        assert row == pytest.approx({name: script_rows[clusterer][name] for name in row}, abs=1e-9)
+    assert "| 2 | umap10 | gmm |" in (tmp_path / "summary.md").read_text()
