@@ -90,6 +90,9 @@ SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
 # The most neighbours a UMAP fit asks for (umap10's 30), counting each point itself: one graph of them
 # serves the 2-D UMAP's 15 too.
 UMAP_NEIGHBOURS = 30
+# Silhouette compares every pair of points; on more scored points than this (--evaluate-on train+test's
+# 70,000) it is computed on this many, drawn with the seed. Every other score uses every point.
+SILHOUETTE_POINTS = 10_000
 
 
 class InputError(ValueError):
@@ -136,9 +139,11 @@ class Config:
         "train on N training images, sampled by label with --seed (default: all)")})
     test_size: int | None = field(default=None, metadata={"parse": at_least(1), "help": (
         f"score N test images, sampled the same way, at least {MIN_TEST_IMAGES} (default: all)")})
-    evaluate_on: str = field(default="test", metadata={"parse": str, "choices": ("test", "validation"), "help": (
+    evaluate_on: str = field(default="test", metadata={"parse": str, "choices": ("test", "validation", "train+test"),
+                                                       "help": (
         "score the test set, or as many training images held out of training: choose on validation, "
-        "report on test (default: test)")})
+        "report on test; or train on the training and test images together and score them all, the "
+        "transductive protocol of the deep-clustering papers (default: test)")})
     # Model: the seed's, unless another architecture or a bottleneck is asked for
     architecture: str = field(default="conv", metadata={"parse": str, "choices": ("conv", "dense"), "help": (
         "the seed's convolutional autoencoder, or N2D's fully connected 784-500-500-2000-N one "
@@ -199,6 +204,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
         parser.error(f"--tsne-angle {config.tsne_angle} is above 1, the coarsest t-SNE allows; give 0 to 1")
     if config.bottleneck == 1:
         parser.error("--bottleneck 1 leaves no second dimension for the 2-D plots; give 0 or 2 or more")
+    if config.embed_train and config.evaluate_on == "train+test":
+        parser.error("--embed-train adds the training images as context, and --evaluate-on train+test already "
+                     "scores them; drop --embed-train")
     if config.architecture == "dense" and not config.bottleneck:
         parser.error("--architecture dense needs --bottleneck N, the size of its code (N2D uses 10)")
     if config.out.exists() and not config.out.is_dir():
@@ -342,6 +350,11 @@ def load_data(config: Config) -> Dataset:
         if size is not None and size < available:
             keep = stratified_sample(arrays[f"y_{split}"], size, rng)
             arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][keep], arrays[f"y_{split}"][keep]
+    if config.evaluate_on == "train+test":  # transductive: the images trained on are the ones scored
+        for axis in ("x", "y"):
+            arrays[f"{axis}_train"] = arrays[f"{axis}_test"] = np.concatenate([arrays[f"{axis}_train"],
+                                                                               arrays[f"{axis}_test"]])
+        source += " (train+test: training and test images together, trained on and scored)"
     if len(arrays["y_test"]) < MIN_TEST_IMAGES:
         raise InputError(f"only {len(arrays['y_test'])} test images; t-SNE and UMAP need at least "
                          f"{MIN_TEST_IMAGES}: use --test-size {MIN_TEST_IMAGES} or more")
@@ -355,8 +368,10 @@ def load_data(config: Config) -> Dataset:
     def scale(images: np.ndarray) -> np.ndarray:
         return (images.astype("float32") / 255.0)[..., np.newaxis]
 
-    return Dataset(scale(arrays["x_train"]), arrays["y_train"].astype("int64"),
-                   scale(arrays["x_test"]), arrays["y_test"].astype("int64"), source)
+    x_train, y_train = scale(arrays["x_train"]), arrays["y_train"].astype("int64")
+    if arrays["x_test"] is arrays["x_train"]:  # train+test: one copy
+        return Dataset(x_train, y_train, x_train, y_train, source)
+    return Dataset(x_train, y_train, scale(arrays["x_test"]), arrays["y_test"].astype("int64"), source)
 
 
 def download_mnist() -> dict[str, np.ndarray]:
@@ -702,7 +717,9 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
     scores = {name: float(metric(labels, clusters)) for name, metric in label_metrics.items()}
     # Silhouette needs the points themselves, not only the labels. scikit-learn's pairwise distances
     # run about twice as fast on float64 as on the float32 that the embeddings come in.
-    scores["silhouette"] = float(silhouette_score(points.astype("float64"), clusters))
+    sample = SILHOUETTE_POINTS if len(points) > SILHOUETTE_POINTS else None
+    scores["silhouette"] = float(silhouette_score(points.astype("float64"), clusters, sample_size=sample,
+                                                  random_state=seed))
     return clusters, scores
 
 
@@ -955,6 +972,8 @@ def write_report(metrics: dict, best: dict, folder: Path) -> None:
         model = f"the seed's with a dense bottleneck of {config['bottleneck']} numbers"
     else:
         model = "the seed's, 7x7x32 codes"
+    sampled = (f" (on {data['silhouette_points']:,} of the points, drawn with the seed)"
+               if data["silhouette_points"] < data["n_test"] else "")
     if config["noise"]:
         model += f"; denoising, Gaussian noise of standard deviation {config['noise']} on the training input"
     text = f"""# Autoencoder on MNIST: results
@@ -980,7 +999,7 @@ Wall time {metrics['timings']['total']:.0f} s, {trained}.
 UMAP to 10-d for clustering (`umap10`; `umap10+train`: fitted and clustered with the training images'
 codes as unlabelled context, scored on the {split} images only), t-SNE and UMAP on
 {config['pca_dims'] or 'all'} principal components; `clusterer`: KMeans or a Gaussian mixture (`gmm`),
-each the best of 10 initialisations. Silhouette is measured in the space that was clustered; ARI, NMI
+each the best of 10 initialisations. Silhouette is measured in the space that was clustered{sampled}; ARI, NMI
 and ACC against the true labels; seconds are the reduction's.
 
 {format_table(metrics['clustering'], markdown=True)}
@@ -1162,7 +1181,7 @@ def run(config: Config) -> None:
             "config": config_record(config),
             "versions": library_versions(),
             "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test),
-                     "n_classes": n_classes},
+                     "n_classes": n_classes, "silhouette_points": min(len(data.y_test), SILHOUETTE_POINTS)},
             "timings": stages.seconds,
             "peak_rss_mb": peak_memory_mb(),
             "worker_peak_rss_mb": peak_memory_mb("children"),

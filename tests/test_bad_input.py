@@ -118,6 +118,8 @@ BAD_FLAGS = {
     "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
     "t-SNE angle above 1": (["--tsne-angle", "1.5"], "--tsne-angle 1.5 is above 1"),
     "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
+    "context images that are already scored": (["--evaluate-on", "train+test", "--embed-train"],
+                                                "--evaluate-on train+test already scores them; drop --embed-train"),
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }

@@ -183,6 +183,26 @@ def test_loader_holds_out_a_validation_split_from_training(tmp_path):
     assert not any(image.tobytes() in train for image in data.x_test)
 
 
+def test_loader_trains_on_and_scores_training_and_test_images_together_for_train_plus_test(tmp_path):
+    path = write_npz(tmp_path / "three.npz", n_train=300, n_test=150)
+    data = am.load_data(am.Config(data=path, evaluate_on="train+test", train_size=240))
+    assert len(data.y_train) == 390 and data.x_test is data.x_train and data.y_test is data.y_train
+    test = am.load_data(am.Config(data=path))
+    assert np.array_equal(data.x_train[240:], test.x_test) and np.array_equal(data.y_train[240:], test.y_test)
+
+
+def test_silhouette_is_sampled_only_above_its_point_count(monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 150)
+    points = rng.normal(size=(300, 2)) + labels[:, np.newaxis] * 3
+    everyone = am.cluster_and_score(points, labels, 2, seed=0)[1]["silhouette"]
+    monkeypatch.setattr(am, "SILHOUETTE_POINTS", 300)
+    assert am.cluster_and_score(points, labels, 2, seed=0)[1]["silhouette"] == everyone
+    monkeypatch.setattr(am, "SILHOUETTE_POINTS", 50)
+    sampled = [am.cluster_and_score(points, labels, 2, seed=seed)[1]["silhouette"] for seed in (0, 1)]
+    assert sampled[0] != everyone and sampled[0] != sampled[1] and abs(sampled[0] - everyone) < 0.1
+
+
 def test_loader_rejects_a_malformed_file_with_a_clear_message(tmp_path):
     path = write_npz(tmp_path / "bad.npz", x_test=np.zeros((200, 28, 27), np.uint8))
     with pytest.raises(am.InputError, match=r"x_test has shape \(200, 28, 27\); images must be \(n, 28, 28\)"):
