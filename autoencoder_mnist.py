@@ -19,6 +19,8 @@ Commands:
     # the headline recipe over seeds 0, 1 and 2, and one seed of it
     python benchmarks/seeds.py --seeds 0 1 2 --jobs 3 -- --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train
     python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train --out headline
+    # the deep-clustering papers' transductive protocol: train on all 70,000 images and score them all
+    python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --evaluate-on train+test
     # any local .npz in Keras' mnist.npz layout; continue an interrupted run; re-score a saved model
     python autoencoder_mnist.py --data my_digits.npz
     python autoencoder_mnist.py --resume
