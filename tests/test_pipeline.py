@@ -55,7 +55,7 @@ def test_small_run_writes_every_output(small_run):
     assert {"train", "total"} <= set(metrics["timings"])
     assert set(metrics["versions"]) == {"python", "numpy", "tensorflow", "keras", "scikit-learn", "umap-learn"}
     assert metrics["data"] == {"source": "data/mnist.npz (bundled, sha256 checked)", "n_train": 2000,
-                               "n_test": 500, "n_classes": 10}
+                               "n_test": 500, "n_classes": 10, "silhouette_points": 500}
     history = metrics["history"]
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["images_per_second"]) == 2
     assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
