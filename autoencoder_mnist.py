@@ -726,11 +726,12 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
 
 
 def reduce_and_cluster(spaces: list[Space], labels: np.ndarray, n_clusters: int, config: Config
-                       ) -> list[tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]]]]:
+                       ) -> tuple[list[tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]]]], float | None]:
     """Embed every space and cluster it with each of its clusterers, in REDUCTION_PROCESSES worker
     processes, each taking the slowest space that none has taken yet. Returns, for each space in
-    order: the embedding of the labelled points, the seconds it took, {clusterer: (clusters, scores)}.
-    An error or Ctrl-C in the main process stops the workers at once."""
+    order: the embedding of the labelled points, the seconds it took, {clusterer: (clusters, scores)};
+    and the largest worker's peak memory in MB. An error or Ctrl-C in the main process stops the
+    workers at once."""
     # Each worker gets every space when it starts and then only their numbers: tasks that large would
     # sit in the pool's pipe, and stopping the pool would wait on them for ever.
     context = multiprocessing.get_context("spawn")
@@ -744,11 +745,12 @@ def reduce_and_cluster(spaces: list[Space], labels: np.ndarray, n_clusters: int,
     finally:
         pool.close()  # the workers exit once their work is done
         pool.join()
-    results = []
+    results, peaks = [], []
     for index, space in enumerate(spaces):
-        embedding, seconds, clusterings = done[index]
+        embedding, seconds, clusterings, peak = done[index]
         results.append((space.points if embedding is None else embedding, seconds, clusterings))
-    return results
+        peaks.append(peak)
+    return results, None if None in peaks else max(peaks)
 
 
 # What a worker process was given when it started (see start_worker): empty in the main process.
@@ -769,8 +771,10 @@ def start_worker(spaces: list[Space], labels: np.ndarray, n_clusters: int, confi
     worker_assignment.update(spaces=spaces, labels=labels, n_clusters=n_clusters, config=config)
 
 
-def reduce_and_cluster_one(index: int) -> tuple[int, tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]]]]:
-    """A worker's task: embed space number `index` of its assignment and cluster it."""
+def reduce_and_cluster_one(index: int
+                           ) -> tuple[int, tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]], float | None]]:
+    """A worker's task: embed space number `index` of its assignment and cluster it; with the result,
+    the worker's peak memory so far."""
     assignment = worker_assignment
     space, labels, config = assignment["spaces"][index], assignment["labels"], assignment["config"]
     if space.doing:
@@ -781,7 +785,8 @@ def reduce_and_cluster_one(index: int) -> tuple[int, tuple[np.ndarray, float, di
     clusterings = {clusterer: cluster_and_score(embedding, labels, assignment["n_clusters"], config.seed, clusterer)
                    for clusterer in CLUSTERERS.get(space.reduction, ("kmeans",))}
     # Sent back: the labelled points only (context points are not scored), and no copy of the features.
-    return index, (None if space.reduction == "none" else embedding[:len(labels)], seconds, clusterings)
+    return index, (None if space.reduction == "none" else embedding[:len(labels)], seconds, clusterings,
+                   peak_memory_mb())
 
 
 def scored_arrays(codes: np.ndarray, labels: np.ndarray,
@@ -946,17 +951,24 @@ def library_versions() -> dict[str, str]:
             **{name: getattr(module, "__version__", "unknown") for name, module in modules.items()}}
 
 
-def peak_memory_mb(whose: str = "self") -> float | None:
-    """Peak resident memory (RSS) in MB of this process ("self"), or of its largest finished worker
-    process ("children"); None where the system does not report it."""
+def peak_memory_mb() -> float | None:
+    """Peak resident memory (RSS) of this process in MB; None where the system does not report it.
+
+    On Linux, /proc's VmHWM: getrusage's ru_maxrss also keeps the peak of the process this one was
+    forked from before it started this program, so a worker process would report the main process's
+    size at the moment it was started. Elsewhere ru_maxrss, which may do the same."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
     try:
         import resource
     except ImportError:  # Windows
         return None
     # ru_maxrss counts kilobytes on Linux and bytes on macOS.
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    who = resource.RUSAGE_SELF if whose == "self" else resource.RUSAGE_CHILDREN
-    return round(resource.getrusage(who).ru_maxrss / scale, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
 def write_report(metrics: dict, best: dict, folder: Path) -> None:
@@ -1157,7 +1169,7 @@ def run(config: Config) -> None:
                     names += ("umap10+train",)
                 kind_spaces, shared[kind] = prepare_spaces(kind, features[kind], names, config, context)
                 spaces += kind_spaces
-            results = reduce_and_cluster(spaces, data.y_test, n_classes, config)
+            results, worker_peak_mb = reduce_and_cluster(spaces, data.y_test, n_classes, config)
         scored = {}  # (kind, reduction, clusterer) -> (row, clusters, embedding), in the order of REDUCTIONS
         for space, (embedding, seconds, clusterings) in zip(spaces, results):
             for clusterer, (clusters, scores) in clusterings.items():
@@ -1186,7 +1198,7 @@ def run(config: Config) -> None:
                      "n_classes": n_classes, "silhouette_points": min(len(data.y_test), SILHOUETTE_POINTS)},
             "timings": stages.seconds,
             "peak_rss_mb": peak_memory_mb(),
-            "worker_peak_rss_mb": peak_memory_mb("children"),
+            "worker_peak_rss_mb": worker_peak_mb,
             "reconstruction": reconstruction,
             "history": history,
             "pca_variance_kept": {kind: values["pca_variance_kept"] for kind, values in shared.items()},

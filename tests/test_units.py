@@ -3,6 +3,7 @@ clustering accuracy, the data loader, and which seeds benchmarks/seeds.py runs."
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,8 +139,8 @@ def test_worker_processes_return_what_the_main_process_computes():
     features = (rng.normal(size=(120, 6)) + 4 * labels[:, None]).astype(np.float32)
     config = am.Config(pca_dims=0)
     spaces, _ = am.prepare_spaces("pixels", features, ("none", "pca"), config)
-    results = am.reduce_and_cluster(spaces, labels, 3, config)
-    assert len(results) == 2
+    results, worker_peak_mb = am.reduce_and_cluster(spaces, labels, 3, config)
+    assert len(results) == 2 and worker_peak_mb > 100  # a worker imports the whole stack
     for space, (embedding, _, clusterings) in zip(spaces, results):
         expected = am.embed(space, config)
         assert np.allclose(embedding, expected, atol=1e-5)
@@ -147,6 +148,20 @@ def test_worker_processes_return_what_the_main_process_computes():
         direct_clusters, direct_scores = am.cluster_and_score(expected, labels, 3, config.seed)
         assert np.array_equal(clusters, direct_clusters) and scores == pytest.approx(direct_scores)
     assert results[0][2]["kmeans"][1]["acc"] == 1.0  # the three well-separated blobs, found
+
+
+def report_peak_memory(_):
+    return am.peak_memory_mb()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux's /proc reports a process's own peak")
+def test_a_worker_process_reports_its_own_peak_memory_not_the_main_processs():
+    # getrusage would report a spawned process's peak as at least the main process's size when it started.
+    ballast = np.ones(400_000_000 // 8)  # 400 MB, touched
+    with am.multiprocessing.get_context("spawn").Pool(1) as pool:
+        worker_mb = pool.map(report_peak_memory, [0])[0]
+    assert am.peak_memory_mb() > 400 and worker_mb < 200, (am.peak_memory_mb(), worker_mb)
+    del ballast
 
 
 def test_stratified_sample_keeps_class_shares_and_order():
