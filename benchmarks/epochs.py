@@ -26,11 +26,13 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import autoencoder_mnist  # noqa: E402
+from seeds import run_at_once  # noqa: E402
 
 
 def score_counts(config: autoencoder_mnist.Config, counts: list[int], out: Path) -> None:
@@ -86,26 +88,14 @@ def score_counts(config: autoencoder_mnist.Config, counts: list[int], out: Path)
 
 def run_seeds(seeds: list[int], jobs: int, argv: list[str]) -> None:
     """Run this command once per seed in its own process, `jobs` at a time; stop if one fails."""
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-           "OMP_NUM_THREADS": threads}
-    waiting, running = list(seeds), {}
-    while waiting or running:
-        if waiting and len(running) < jobs:
-            seed = waiting.pop(0)
-            running[seed] = subprocess.Popen([sys.executable, __file__, "--one-seed", "--seeds", str(seed), *argv],
-                                             env=env)
-            continue
-        time.sleep(1)
-        for seed, process in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[seed]
-            if process.returncode != 0:
-                for other in running.values():
-                    other.terminate()
-                sys.exit(f"error: seed {seed} failed with status {process.returncode}; rerun the same command "
-                         "to continue from its last finished count")
+    def start(seed: int, env: dict | None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, __file__, "--one-seed", "--seeds", str(seed), *argv], env=env)
+
+    starts = {seed: partial(start, seed) for seed in seeds}
+    for seed, status in run_at_once(starts, jobs):
+        if status != 0:
+            sys.exit(f"error: seed {seed} failed with status {status}; rerun the same command to continue "
+                     "from its last finished count")
 
 
 def summarise(lines: list[dict], seeds: list[int], command: str, split: str) -> str:

@@ -23,7 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,39 +53,57 @@ def script_flags(config: autoencoder_mnist.Config, flags: list[str]) -> list[str
     return seed_flags
 
 
-def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: int) -> None:
-    """Run each unfinished seed, `jobs` at a time, with --resume; stop with status 1 if one fails."""
+def run_at_once(starts: dict[int, Callable[[dict | None], subprocess.Popen]], jobs: int
+                ) -> Iterator[tuple[int, int]]:
+    """Start each seed's process with `starts[seed](env)`, `jobs` at a time, and yield (seed, exit
+    status) as each ends. With jobs > 1, env gives each process cores / jobs threads (TensorFlow and
+    OpenMP); with one at a time it is None, the caller's environment. A failed process stops the
+    others, and nothing more starts."""
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
            "OMP_NUM_THREADS": threads} if jobs > 1 else None
-    waiting, running = [], {}
+    waiting, running = list(starts), {}
+    while waiting or running:
+        if waiting and len(running) < jobs:
+            seed = waiting.pop(0)
+            running[seed] = starts[seed](env)
+            continue
+        time.sleep(1)
+        for seed, process in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[seed]
+            if process.returncode != 0:
+                for other in running.values():
+                    other.terminate()
+                running.clear()
+                waiting.clear()
+            yield seed, process.returncode
+
+
+def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: int) -> None:
+    """Run each unfinished seed, `jobs` at a time, with --resume; stop with status 1 if one fails."""
+    def start(config: autoencoder_mnist.Config, seed_flags: list[str], env: dict | None) -> subprocess.Popen:
+        log = config.out.with_suffix(".log")
+        reusing = " (its trained model reused)" if "--reuse-model" in seed_flags else ""
+        print(f"seed {config.seed}: running{reusing}, terminal output in {log}", flush=True)
+        with log.open("w") as stream:
+            return subprocess.Popen([sys.executable, str(SCRIPT), *seed_flags], stdout=stream,
+                                    stderr=subprocess.STDOUT, env=env)
+
+    starts = {}
     for config in configs:
         seed_flags = script_flags(config, flags)
         if seed_flags is None:
             print(f"seed {config.seed}: finished run kept in {config.out}/", flush=True)
         else:
-            waiting.append((config, seed_flags))
-    while waiting or running:
-        if waiting and len(running) < jobs:
-            config, seed_flags = waiting.pop(0)
-            log = config.out.with_suffix(".log")
-            reusing = " (its trained model reused)" if "--reuse-model" in seed_flags else ""
-            print(f"seed {config.seed}: running{reusing}, terminal output in {log}", flush=True)
-            with log.open("w") as stream:
-                running[config] = subprocess.Popen([sys.executable, str(SCRIPT), *seed_flags], stdout=stream,
-                                                   stderr=subprocess.STDOUT, env=env)
-            continue
-        time.sleep(1)
-        for config, process in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[config]
-            if process.returncode != 0:
-                for other in running.values():
-                    other.terminate()
-                sys.exit(f"error: seed {config.seed} failed with status {process.returncode}: see "
-                         f"{config.out.with_suffix('.log')}; rerun the same command to continue")
-            print(f"seed {config.seed}: done", flush=True)
+            starts[config.seed] = partial(start, config, seed_flags)
+    logs = {config.seed: config.out.with_suffix(".log") for config in configs}
+    for seed, status in run_at_once(starts, jobs):
+        if status != 0:
+            sys.exit(f"error: seed {seed} failed with status {status}: see {logs[seed]}; rerun the same "
+                     "command to continue")
+        print(f"seed {seed}: done", flush=True)
 
 
 def summarise(configs: list[autoencoder_mnist.Config], command: str) -> str:
