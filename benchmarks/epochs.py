@@ -138,7 +138,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         if args.one_seed:
-            score_counts(replace(base, seed=args.seeds[0]), counts, args.out)
+            try:
+                score_counts(replace(base, seed=args.seeds[0]), counts, args.out)
+            except autoencoder_mnist.InputError as error:  # bad data: the script's one line, status 2
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
             return
         run_seeds(args.seeds, args.jobs, ["--at", *map(str, counts), "--out", str(args.out), "--", *args.flags])
     except KeyboardInterrupt:
