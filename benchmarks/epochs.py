@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import autoencoder_mnist  # noqa: E402
-from seeds import run_at_once  # noqa: E402
+from seeds import run_at_once, spread  # noqa: E402
 
 
 def score_counts(config: autoencoder_mnist.Config, counts: list[int], out: Path) -> None:
@@ -100,10 +100,6 @@ def run_seeds(seeds: list[int], jobs: int, argv: list[str]) -> None:
 
 def summarise(lines: list[dict], seeds: list[int], command: str, split: str) -> str:
     """A Markdown table: for each count and clusterer, ACC and NMI over the seeds."""
-    def spread(values: list[float], digits: int = 3) -> str:
-        std = statistics.stdev(values) if len(values) > 1 else float("nan")
-        return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
-
     table = ["# Clustering after each count of epochs, over seeds " + ", ".join(map(str, seeds)), "",
              f"Command: `{command}`", f"Scored on: {split}. Mean +- sample std (n - 1) over the seeds.", "",
              "| epochs | reduction | clusterer | ACC | NMI | worst seed's ACC / NMI | ACC per seed | BCE | "

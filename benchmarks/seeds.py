@@ -106,14 +106,16 @@ def run_seeds(configs: list[autoencoder_mnist.Config], flags: list[str], jobs: i
         print(f"seed {seed}: done", flush=True)
 
 
+def spread(values: list[float], digits: int = 3) -> str:
+    """Mean +- sample standard deviation (n - 1; nan for one value)."""
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
+
+
 def summarise(configs: list[autoencoder_mnist.Config], command: str) -> str:
     """A Markdown table of every row's mean +- std over the seeds' metrics.json files."""
     runs = [json.loads((config.out / "metrics.json").read_text()) for config in configs]
     seeds = ", ".join(str(config.seed) for config in configs)
-
-    def spread(values: list[float], digits: int = 3) -> str:
-        std = statistics.stdev(values) if len(values) > 1 else float("nan")
-        return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
 
     lines = [f"# Scores over seeds {seeds}", "",
              f"Command: `{command}`",

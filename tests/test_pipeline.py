@@ -188,7 +188,7 @@ def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
     assert row in (tmp_path / "summary.md").read_text()
 
 
-def test_epochs_benchmark_stopped_and_continued_scores_as_the_script(small_run, tmp_path):
+def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script(small_run, tmp_path):
     # Scored after epoch 1, stopped, and continued to epoch 2 in a second command: the model of epoch 2
     # is the script's own 2-epoch model, so its validation BCE and clustering embedding's rows repeat.
     benchmark = [sys.executable, str(REPO / "benchmarks" / "epochs.py"), "--seeds", "0", "--out", str(tmp_path)]
@@ -207,3 +207,12 @@ def test_epochs_benchmark_stopped_and_continued_scores_as_the_script(small_run, 
     for clusterer, row in lines[1]["rows"].items():
         assert row == pytest.approx({name: script_rows[clusterer][name] for name in row}, abs=1e-9)
     assert "| 2 | umap10 | gmm |" in (tmp_path / "summary.md").read_text()
+    # The refinements benchmark starts from the saved model: its plain mixture row is the same row.
+    refined = subprocess.run([sys.executable, str(REPO / "benchmarks" / "refine.py"), "--models", str(tmp_path),
+                              "--seeds", "0", "--out", str(tmp_path / "refine"), *flags],
+                             capture_output=True, text=True, env=script_env(), timeout=300)
+    assert refined.returncode == 0, refined.stderr
+    rows = json.loads((tmp_path / "refine" / "seed-0.json").read_text())["rows"]
+    assert rows["gmm"] == pytest.approx({name: lines[1]["rows"]["gmm"][name] for name in ("acc", "nmi")}, abs=1e-9)
+    assert set(rows) == {"gmm", "self-trained", "ensemble gmm", "ensemble self-trained"}
+    assert all(0 < scores["acc"] <= 1 for scores in rows.values())

@@ -1,0 +1,154 @@
+"""Try two refinements of the clustering embedding's mixture on models that benchmarks/epochs.py saved:
+an ensemble of UMAP embeddings, and self-training on the mixture's confident points.
+
+    python benchmarks/refine.py --models epochs [--seeds 0 1 2] [--out refine] -- [the models' flags]
+
+The flags after `--` are the ones the models were trained with (choose on `--evaluate-on
+validation`), so that the same images are scored. For each seed, the model MODELS/seed-N.keras encodes
+the scored images (and the training images, with `--embed-train`), and their 10-d UMAP
+(`umap10+train` with the training codes as context, the headline recipe's; `umap10` without) is
+fitted as the script fits it. Rows, each a Gaussian mixture
+of 10 initialisations as in the script:
+
+- `gmm`: the script's row, on its embedding (a check: it repeats epochs.py's row for that model);
+- `ensemble gmm`: the mixture on three such embeddings side by side (30-d), UMAP's seeds N, N + 1000
+  and N + 2000: less of one layout's luck;
+- `self-trained`: the points (scored, and context with --embed-train) whose mixture probability is at least CONFIDENT
+  keep their cluster; a 10-nearest-neighbour vote in the codes' own space (their principal
+  components) among those points labels every scored image. The codes hold what the 10-d layout drops;
+- `ensemble self-trained`: the same from the ensemble's mixture.
+
+Each seed's rows go to OUT/seed-N.json, with the share of confident points and their labels' ACC
+(how clean the self-training labels are); a seed whose file exists is not run again. OUT/summary.md
+gives each row's ACC and NMI as mean +- sample std over the seeds, with the worst seed. One process,
+one thread for the linear algebra and UMAP, as in the script's workers.
+"""
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import autoencoder_mnist  # noqa: E402
+from seeds import spread  # noqa: E402
+
+CONFIDENT = 0.99  # a point's largest mixture probability, to lend its cluster to self-training
+VOTERS = 10  # nearest confident neighbours that label a scored image
+LAYOUTS = 3  # UMAP embeddings in the ensemble
+
+
+def mixture(points: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """The Gaussian mixture's probabilities (n, n_clusters), fitted as the script's "gmm" clusterer."""
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(n_components=n_clusters, n_init=10, random_state=seed).fit(points).predict_proba(points)
+
+
+def self_train(codes: np.ndarray, probabilities: np.ndarray, n_scored: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters of the first n_scored points, voted by their nearest confident points in code space;
+    and the mask of confident points."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    confident = probabilities.max(axis=1) >= CONFIDENT
+    voters = KNeighborsClassifier(n_neighbors=VOTERS).fit(codes[confident], probabilities[confident].argmax(axis=1))
+    return voters.predict(codes[:n_scored]), confident
+
+
+def score(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """ACC and NMI of the clusters against the labels, as the script scores them."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return {"acc": autoencoder_mnist.clustering_accuracy(labels, clusters),
+            "nmi": float(normalized_mutual_info_score(labels, clusters))}
+
+
+def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
+    """One seed's rows, and how many points were confident and how right their clusters were."""
+    data = autoencoder_mnist.load_data(config)
+    autoencoder_mnist.import_stack()
+    import keras
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(1)
+    encoder = keras.saving.load_model(model).get_layer("encoder")
+    codes = autoencoder_mnist.encode(encoder, data.x_test)
+    context = autoencoder_mnist.encode(encoder, data.x_train) if config.embed_train else None
+    name = "umap10+train" if config.embed_train else "umap10"
+    space = autoencoder_mnist.prepare_spaces("latent", codes, (name,), config, context)[0][0]
+    labels, n_clusters, n_scored = data.y_test, len(set(data.y_test)), len(data.y_test)
+    rows, confident_points = {}, {}
+    with threadpool_limits(1):
+        layouts = [autoencoder_mnist.embed(space, replace(config, seed=config.seed + 1000 * index))
+                   for index in range(LAYOUTS)]
+        for name, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
+            probabilities = mixture(points, n_clusters, config.seed)
+            rows[name] = score(labels, probabilities[:n_scored].argmax(axis=1))
+            clusters, confident = self_train(space.points, probabilities, n_scored)
+            trained = name.replace("gmm", "self-trained")
+            rows[trained] = score(labels, clusters)
+            scored_confident = confident[:n_scored]
+            confident_points[trained] = {
+                "share": float(confident.mean()),
+                "scored_acc": autoencoder_mnist.clustering_accuracy(
+                    labels[scored_confident], probabilities[:n_scored][scored_confident].argmax(axis=1))}
+    return {"seed": config.seed, "rows": rows, "confident": confident_points}
+
+
+def summarise(results: list[dict], command: str, split: str) -> str:
+    """A Markdown table: each row's ACC and NMI over the seeds."""
+    seeds = ", ".join(str(result["seed"]) for result in results)
+    table = [f"# Refinements of the clustering embedding's mixture, over seeds {seeds}", "",
+             f"Command: `{command}`", f"Scored on: {split}. Mean +- sample std (n - 1) over the seeds.", "",
+             "| row | ACC | NMI | worst seed's ACC / NMI | ACC per seed | NMI per seed |", "|" + " --- |" * 6]
+    for row in results[0]["rows"]:
+        acc, nmi = ([result["rows"][row][name] for result in results] for name in ("acc", "nmi"))
+        table.append(f"| {row} | {spread(acc)} | {spread(nmi)} | {min(acc):.3f} / {min(nmi):.3f} | "
+                     + " / ".join(f"{value:.4f}" for value in acc) + " | "
+                     + " / ".join(f"{value:.4f}" for value in nmi) + " |")
+    table += ["", f"Points with mixture probability >= {CONFIDENT} (scored and context), and the ACC of the "
+              "scored ones among them, per seed:", ""]
+    for row in results[0]["confident"]:
+        table.append(f"- {row}: " + "; ".join(
+            f"seed {result['seed']} {result['confident'][row]['share']:.1%}, ACC "
+            f"{result['confident'][row]['scored_acc']:.4f}" for result in results))
+    return "\n".join(table + [""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, required=True, help="a folder of benchmarks/epochs.py's seed-N.keras")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
+    parser.add_argument("--out", type=Path, default=Path("refine"), help="folder for the results (default: refine)")
+    parser.add_argument("flags", nargs="*", help="the models' flags for autoencoder_mnist.py, after --")
+    args = parser.parse_args()
+    models = {seed: args.models / f"seed-{seed}.keras" for seed in args.seeds}
+    missing = [str(path) for path in models.values() if not path.is_file()]
+    if missing:
+        parser.error(f"no model {', '.join(missing)}: train them with benchmarks/epochs.py --out {args.models}")
+    base = autoencoder_mnist.parse_config(args.flags)  # a bad flag stops here
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in args.seeds:
+        saved = args.out / f"seed-{seed}.json"
+        if not saved.is_file():
+            try:
+                result = refine_seed(replace(base, seed=seed), models[seed])
+            except autoencoder_mnist.InputError as error:  # bad data: the script's one line, status 2
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
+            saved.write_text(json.dumps(result, indent=1))
+            print(f"seed {seed}: " + "; ".join(f"{row} ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
+                                               for row, scores in result["rows"].items()), flush=True)
+        results.append(json.loads(saved.read_text()))
+    summary = summarise(results, " ".join(["python", "benchmarks/refine.py", *sys.argv[1:]]), base.evaluate_on)
+    (args.out / "summary.md").write_text(summary)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
