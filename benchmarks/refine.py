@@ -5,22 +5,21 @@ an ensemble of UMAP embeddings, and self-training on the mixture's confident poi
 
 The flags after `--` are the ones the models were trained with (choose on `--evaluate-on
 validation`), so that the same images are scored. For each seed, the model MODELS/seed-N.keras encodes
-the scored images (and the training images, with `--embed-train`), and their 10-d UMAP
-(`umap10+train` with the training codes as context, the headline recipe's; `umap10` without) is
-fitted as the script fits it. Rows, each a Gaussian mixture
-of 10 initialisations as in the script:
+the scored images (and the training images, with `--embed-train`), and their 10-d UMAP is fitted as
+the script fits it (`umap10+train`, with the training codes as context, the headline recipe's;
+`umap10` without). Rows, each from a Gaussian mixture of 10 initialisations as in the script:
 
 - `gmm`: the script's row, on its embedding (a check: it repeats epochs.py's row for that model);
 - `ensemble gmm`: the mixture on three such embeddings side by side (30-d), UMAP's seeds N, N + 1000
   and N + 2000: less of one layout's luck;
-- `self-trained`: the points (scored, and context with --embed-train) whose mixture probability is at least CONFIDENT
-  keep their cluster; a 10-nearest-neighbour vote in the codes' own space (their principal
-  components) among those points labels every scored image. The codes hold what the 10-d layout drops;
+- `self-trained`: the points (scored, and context with `--embed-train`) whose mixture probability is
+  at least CONFIDENT keep their cluster; a 10-nearest-neighbour vote among them, in the codes' own
+  space (their principal components), labels every scored image. The codes hold what the layout drops;
 - `ensemble self-trained`: the same from the ensemble's mixture.
 
 With `--embed-train` each seed also gets two supervised numbers, not clustering: the scored images
 labelled by a 10-nearest-neighbour vote of the training images with their true labels, in the codes'
-space and in the layout. What the codes allow any relabelling in their space to reach.
+space and in the layout: about what a relabelling by neighbours in those spaces could reach.
 
 Each seed's rows go to OUT/seed-N.json, with the share of confident points and their labels' ACC
 (how clean the self-training labels are); a seed whose file exists is not run again. OUT/summary.md
@@ -101,7 +100,7 @@ def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
                 "scored_acc": autoencoder_mnist.clustering_accuracy(
                     labels[scored_confident], probabilities[:n_scored][scored_confident].argmax(axis=1))}
     result = {"seed": config.seed, "rows": rows, "confident": confident_points}
-    if config.embed_train:  # with the training images' true labels: what any relabelling could reach
+    if config.embed_train:  # with the training images' true labels: what a vote of neighbours can reach
         from sklearn.neighbors import KNeighborsClassifier
 
         result["supervised"] = {
