@@ -88,11 +88,11 @@ def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
     with threadpool_limits(1):
         layouts = [autoencoder_mnist.embed(space, replace(config, seed=config.seed + 1000 * index))
                    for index in range(LAYOUTS)]
-        for name, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
+        for row, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
             probabilities = mixture(points, n_clusters, config.seed)
-            rows[name] = score(labels, probabilities[:n_scored].argmax(axis=1))
+            rows[row] = score(labels, probabilities[:n_scored].argmax(axis=1))
             clusters, confident = self_train(space.points, probabilities, n_scored)
-            trained = name.replace("gmm", "self-trained")
+            trained = row.replace("gmm", "self-trained")
             rows[trained] = score(labels, clusters)
             scored_confident = confident[:n_scored]
             confident_points[trained] = {
