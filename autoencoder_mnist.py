@@ -702,21 +702,35 @@ def clustering_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
     return float(counts[rows, columns].sum() / len(labels))
 
 
-def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, seed: int,
-                      clusterer: str = "kmeans") -> tuple[np.ndarray, dict[str, float]]:
-    """Cluster points (n, d) with KMeans or a Gaussian mixture ("gmm", full covariances), each best of
-    10 initialisations; returns the labelled points' clusters (len(labels),) and their silhouette, ARI,
-    NMI and ACC. Points past the labelled ones (unlabelled context) are clustered too, not scored."""
+def clusterer_model(clusterer: str, n_clusters: int, seed: int):
+    """An unfitted KMeans ("kmeans") or Gaussian mixture ("gmm", full covariances), each best of 10
+    initialisations."""
     from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
     from sklearn.mixture import GaussianMixture
 
     models = {"kmeans": lambda: KMeans(n_clusters=n_clusters, n_init=10, random_state=seed),
               "gmm": lambda: GaussianMixture(n_components=n_clusters, n_init=10, random_state=seed)}
-    clusters = models[clusterer]().fit_predict(points)[:len(labels)]
-    points = points[:len(labels)]
+    return models[clusterer]()
+
+
+def label_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """ARI, NMI and ACC of clusters (n,) against labels (n,)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     label_metrics = {"ari": adjusted_rand_score, "nmi": normalized_mutual_info_score, "acc": clustering_accuracy}
-    scores = {name: float(metric(labels, clusters)) for name, metric in label_metrics.items()}
+    return {name: float(metric(labels, clusters)) for name, metric in label_metrics.items()}
+
+
+def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, seed: int,
+                      clusterer: str = "kmeans") -> tuple[np.ndarray, dict[str, float]]:
+    """Cluster points (n, d) with `clusterer_model`; returns the labelled points' clusters (len(labels),)
+    and their silhouette, ARI, NMI and ACC. Points past the labelled ones (unlabelled context) are
+    clustered too, not scored."""
+    from sklearn.metrics import silhouette_score
+
+    clusters = clusterer_model(clusterer, n_clusters, seed).fit_predict(points)[:len(labels)]
+    points = points[:len(labels)]
+    scores = label_scores(labels, clusters)
     # Silhouette needs the points themselves, not only the labels. scikit-learn's pairwise distances
     # run about twice as fast on float64 as on the float32 that the embeddings come in.
     sample = SILHOUETTE_POINTS if len(points) > SILHOUETTE_POINTS else None

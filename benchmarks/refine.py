@@ -40,33 +40,27 @@ import autoencoder_mnist  # noqa: E402
 from seeds import spread  # noqa: E402
 
 CONFIDENT = 0.99  # a point's largest mixture probability, to lend its cluster to self-training
-VOTERS = 10  # nearest confident neighbours that label a scored image
+VOTERS = 10  # nearest neighbours whose vote labels a point
 LAYOUTS = 3  # UMAP embeddings in the ensemble
 
 
 def mixture(points: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """The Gaussian mixture's probabilities (n, n_clusters), fitted as the script's "gmm" clusterer."""
-    from sklearn.mixture import GaussianMixture
+    return autoencoder_mnist.clusterer_model("gmm", n_clusters, seed).fit(points).predict_proba(points)
 
-    return GaussianMixture(n_components=n_clusters, n_init=10, random_state=seed).fit(points).predict_proba(points)
+
+def vote(points: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The label of each query point (m, d): the vote of its VOTERS nearest points (n, d)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=VOTERS).fit(points, labels).predict(queries)
 
 
 def self_train(codes: np.ndarray, probabilities: np.ndarray, n_scored: int) -> tuple[np.ndarray, np.ndarray]:
     """Clusters of the first n_scored points, voted by their nearest confident points in code space;
     and the mask of confident points."""
-    from sklearn.neighbors import KNeighborsClassifier
-
     confident = probabilities.max(axis=1) >= CONFIDENT
-    voters = KNeighborsClassifier(n_neighbors=VOTERS).fit(codes[confident], probabilities[confident].argmax(axis=1))
-    return voters.predict(codes[:n_scored]), confident
-
-
-def score(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
-    """ACC and NMI of the clusters against the labels, as the script scores them."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    return {"acc": autoencoder_mnist.clustering_accuracy(labels, clusters),
-            "nmi": float(normalized_mutual_info_score(labels, clusters))}
+    return vote(codes[confident], probabilities[confident].argmax(axis=1), codes[:n_scored]), confident
 
 
 def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
@@ -90,10 +84,10 @@ def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
                    for index in range(LAYOUTS)]
         for row, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
             probabilities = mixture(points, n_clusters, config.seed)
-            rows[row] = score(labels, probabilities[:n_scored].argmax(axis=1))
+            rows[row] = autoencoder_mnist.label_scores(labels, probabilities[:n_scored].argmax(axis=1))
             clusters, confident = self_train(space.points, probabilities, n_scored)
             trained = row.replace("gmm", "self-trained")
-            rows[trained] = score(labels, clusters)
+            rows[trained] = autoencoder_mnist.label_scores(labels, clusters)
             scored_confident = confident[:n_scored]
             confident_points[trained] = {
                 "share": float(confident.mean()),
@@ -101,11 +95,8 @@ def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
                     labels[scored_confident], probabilities[:n_scored][scored_confident].argmax(axis=1))}
     result = {"seed": config.seed, "rows": rows, "confident": confident_points}
     if config.embed_train:  # with the training images' true labels: what a vote of neighbours can reach
-        from sklearn.neighbors import KNeighborsClassifier
-
         result["supervised"] = {
-            where: score(labels, KNeighborsClassifier(n_neighbors=VOTERS).fit(points[n_scored:], data.y_train)
-                         .predict(points[:n_scored]))
+            where: autoencoder_mnist.label_scores(labels, vote(points[n_scored:], data.y_train, points[:n_scored]))
             for where, points in (("codes", space.points), ("layout", layouts[0]))}
     return result
 
