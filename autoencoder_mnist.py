@@ -1,27 +1,26 @@
-"""Convolutional autoencoder on MNIST: learn codes, reduce them, cluster them, score the clusters.
+"""Autoencoder on MNIST: learn codes, reduce them, cluster them, score the clusters.
 
-The script trains the seed's convolutional autoencoder on the 60,000 MNIST training images, encodes the
-10,000 held-out test images into 7x7x32 codes, reduces the codes to two dimensions with PCA, t-SNE and
-UMAP, clusters each space with KMeans and scores the clusters against the true digits. A clustering
-embedding (UMAP to 10 dimensions, clustered with KMeans and with a Gaussian mixture) stands beside the
-seed's rows. Raw pixels go through the same clustering as a baseline, so the table shows what the
-autoencoder adds. Options beyond the seed's recipe (`--architecture dense`, `--bottleneck`, `--noise`,
-`--embed-train`) were chosen on a validation split (`--evaluate-on validation`; see
-docs/EXPERIMENTS.md); together they are the headline recipe, which clusters the held-out test images
-at ACC 0.974 / NMI 0.932 over three seeds (README.md). Every output of a run lands in one folder (`--out`, default
-`results/`).
+The script trains an autoencoder on the 60,000 MNIST training images, encodes the 10,000 held-out test
+images, reduces the codes with PCA, t-SNE and UMAP, clusters each space with KMeans (the 10-d clustering
+embedding with a Gaussian mixture too) and scores the clusters against the true digits. Raw pixels go
+through the same clustering, so the table shows what the autoencoder adds. The default is the seed's
+recipe, a small convolutional autoencoder. `--recipe headline` (N2D's dense autoencoder trained with
+input noise, and a 10-d UMAP fitted with the training codes as context, each chosen on a validation
+split) clusters the held-out test images at ACC 0.973 / NMI 0.931, the mean of seeds 0-4 (README.md).
+Every output of a run lands in one folder (`--out`, default `results/`).
 
 Commands:
     # the seed's recipe: 20 epochs on all 60,000 training images, scored on the 10,000 test images
     python autoencoder_mnist.py
     # a quick run, about half a minute on two cores
-    python autoencoder_mnist.py --epochs 2 --train-size 2000 --test-size 500 --out quick
-    # the headline recipe over seeds 0 to 4 (the README's table), and one seed of it
-    python benchmarks/seeds.py --seeds 0 1 2 3 4 --jobs 2 -- --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train
-    python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train --out headline
-    # the deep-clustering papers' transductive protocol: train on all 70,000 images and score them all
-    python autoencoder_mnist.py --architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --evaluate-on train+test
-    # any local .npz in Keras' mnist.npz layout; continue an interrupted run; re-score a saved model
+    python autoencoder_mnist.py --epochs 3 --train-size 10000 --test-size 1000 --out quick
+    # the headline recipe, and the same over seeds 0 to 4 (the README's table)
+    python autoencoder_mnist.py --recipe headline --out headline
+    python benchmarks/seeds.py --seeds 0 1 2 3 4 --jobs 2 -- --recipe headline
+    # choose on a validation split; the deep-clustering papers' transductive protocol
+    python autoencoder_mnist.py --recipe headline --evaluate-on validation
+    python autoencoder_mnist.py --recipe headline --evaluate-on train+test
+    # a local .npz in Keras' mnist.npz layout; continue an interrupted run; re-score a saved model
     python autoencoder_mnist.py --data my_digits.npz
     python autoencoder_mnist.py --resume
     python autoencoder_mnist.py --reuse-model results --embed-train --out rescored
@@ -40,10 +39,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shutil
@@ -67,48 +66,67 @@ if TYPE_CHECKING:  # imported for real only once the flags and the data are chec
 # which is no error. A failure that matters still raises a Python exception, reported as usual.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# Data
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist.npz"
 BUNDLED_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
 IMAGE_SHAPE = (28, 28)
-# Which reductions each kind of features goes through; pixels are the baseline. The 2-D ones are the
-# seed's (and the plots'); "umap10" is an embedding for clustering only: UMAP to 10-d, min_dist 0.
-# --embed-train adds "umap10+train" to the codes' list: the same embedding, fitted with training codes.
-REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"), "latent": ("none", "pca", "tsne", "umap", "umap10")}
-# Every space is clustered with KMeans, as the seed did; the clustering embedding with a Gaussian
-# mixture too, which the validation split chose (see the README).
-CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}
-# The flags that decide which model training makes; --reuse-model checks them against the saved run.
-TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs", "batch_size", "noise",
-                  "seed")
-# --architecture dense: N2D's fully connected encoder (McConville et al.), 784 -> these -> the code;
-# the decoder mirrors it.
-DENSE_WIDTHS = (500, 500, 2000)
 # t-SNE's default perplexity (30) needs more than 90 points, UMAP's 30 neighbours (umap10) more than 30.
 MIN_TEST_IMAGES = 100
-# The reductions and clusterings run in this many worker processes at once. UMAP with a seed uses one
-# core; t-SNE and KMeans use every core. Longest first, by their time on MNIST, so none starts last.
-REDUCTION_PROCESSES = 2
-SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
+# Model: --architecture dense is N2D's fully connected encoder (McConville et al.), 784 -> these -> the
+# code; the decoder mirrors it.
+DENSE_WIDTHS = (500, 500, 2000)
+# Reduce: which reductions each kind of features goes through; pixels are the baseline. The 2-D ones are
+# the seed's (and the plots'); "umap10" is an embedding for clustering only: UMAP to 10-d, min_dist 0.
+# --embed-train adds "umap10+train" to the codes' list: the same embedding, fitted with training codes.
+REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"), "latent": ("none", "pca", "tsne", "umap", "umap10")}
 # The most neighbours a UMAP fit asks for (umap10's 30), counting each point itself: one graph of them
 # serves the 2-D UMAP's 15 too.
 UMAP_NEIGHBOURS = 30
+# Cluster: every space with KMeans, as the seed did; the clustering embedding with a Gaussian mixture
+# too, which the validation split chose.
+CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}
 # Silhouette compares every pair of points; on more scored points than this (--evaluate-on train+test's
 # 70,000) it is computed on this many, drawn with the seed. Every other score uses every point.
 SILHOUETTE_POINTS = 10_000
+# Reductions and clusterings run in this many worker processes at once, one thread each: a seeded UMAP
+# uses one core anyway, and one thread everywhere gives the same rows on any machine. Longest first, by
+# their time on MNIST, so that none starts last.
+WORKERS = 2
+SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
 
 
 class InputError(ValueError):
     """A problem with the user's flags or data: reported as one line, exit status 2."""
 
 
+class WriteError(OSError):
+    """A file of the run could not be written (a full disk, say): reported as one line, exit status 1."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------------
+
+# Named sets of flags. "seed" is the seed's recipe (every default); "headline" was chosen on the
+# validation split (docs/EXPERIMENTS.md). Flags given beside --recipe override its values.
+RECIPES = {
+    "seed": {},
+    "headline": {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50, "embed_train": True},
+}
+# The flags that decide which model training makes; --resume and --reuse-model check them.
+TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs", "batch_size", "noise",
+                  "seed")
 
 
 def flag_of(name: str) -> str:
     """The command-line flag of a Config field: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
+
+
+def recipe_flags(recipe: str) -> str:
+    """A recipe as the flags it stands for: "--architecture dense --bottleneck 10 ..."."""
+    return " ".join(flag_of(name) if value is True else f"{flag_of(name)} {value}"
+                    for name, value in RECIPES[recipe].items())
 
 
 def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
@@ -134,6 +152,10 @@ class Config:
     """Every setting of a run. The defaults are the seed's recipe (but for UMAP's 200 layout epochs, a
     shortcut measured in docs/EXPERIMENTS.md); each field is one command-line flag."""
 
+    recipe: str = field(default="seed", metadata={"parse": str, "choices": tuple(RECIPES), "help": (
+        "a named set of the flags below: seed, the seed's recipe (every default); headline, "
+        f"{recipe_flags('headline')} (its --embed-train is left out under --evaluate-on train+test). "
+        "Flags given beside it win (default: seed)")})
     # Data
     data: Path | None = field(default=None, metadata={"parse": Path, "metavar": "PATH", "help": (
         "a local .npz in Keras' mnist.npz layout (default: the bundled data/mnist.npz)")})
@@ -169,7 +191,7 @@ class Config:
         "t-SNE's Barnes-Hut angle, at most 1: larger is faster and coarser (default: 0.5, scikit-learn's)")})
     umap_epochs: int = field(default=200, metadata={"parse": at_least(0), "help": (
         "UMAP's layout epochs; 0: umap-learn's choice, 500 up to 10,000 points and 200 above (default: 200 "
-        "at every size, in about half the time; see README.md)")})
+        "at every size, in about half the time; see docs/EXPERIMENTS.md)")})
     embed_train: bool = field(default=False, metadata={"help": (
         "add rows umap10+train: the 10-d UMAP fitted with the training codes as unlabelled context "
         "(default: off)")})
@@ -201,6 +223,12 @@ def parse_config(argv: list[str] | None = None) -> Config:
                                 choices=option.metadata.get("choices"), help=option.metadata["help"],
                                 metavar=None if "choices" in option.metadata
                                 else option.metadata.get("metavar", "N"))
+    # A recipe sets the defaults of the flags it names, so that a flag given beside it wins.
+    chosen = parser.parse_known_args(argv)[0]
+    preset = dict(RECIPES[chosen.recipe])
+    if chosen.evaluate_on == "train+test":  # every image is scored there: no context left to add
+        preset.pop("embed_train", None)
+    parser.set_defaults(**preset)
     config = Config(**vars(parser.parse_args(argv)))
     if config.tsne_angle > 1:
         parser.error(f"--tsne-angle {config.tsne_angle} is above 1, the coarsest t-SNE allows; give 0 to 1")
@@ -219,26 +247,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
 def config_record(config: Config) -> dict:
     """The config as metrics.json records it: every field, paths as text."""
     return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
-
-
-def changed_training_flag(saved: dict, config: Config) -> tuple[str, object, object] | None:
-    """The first data or training flag on which a saved run's config (as config_record writes it, or
-    as text) and `config` differ, as (name, saved value, this run's value); None when they agree. A run
-    from before a flag existed ran with its default."""
-    saved, ours = {**config_record(Config()), **saved}, config_record(config)
-    for name in TRAINING_FLAGS:
-        if str(saved[name]) != str(ours[name]):
-            return name, saved[name], ours[name]
-    return None
-
-
-def require_same_training(saved: dict, config: Config, made: str, fix: str) -> None:
-    """Refuse, naming the flag, when `made` (a saved model or checkpoint) came from other data or
-    training flags than `config`'s; `fix` says what to do instead."""
-    changed = changed_training_flag(saved, config)
-    if changed is not None:
-        name, theirs, ours = ["unset" if value is None else value for value in changed]
-        raise InputError(f"{made} was made with {flag_of(name)} {theirs}, this run has {ours}; {fix}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -305,7 +313,10 @@ def check_split(images: np.ndarray, labels: np.ndarray, split: str) -> None:
 
 
 def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of `size` items drawn without replacement, each class in proportion, in original order."""
+    """Indices of `size` items drawn without replacement, each class in proportion, in original order.
+
+    Not scikit-learn's train_test_split(stratify=...): it would draw another validation split, and every
+    choice in docs/EXPERIMENTS.md was made on this one."""
     order = rng.permutation(len(labels))
     # Each item's position within its own class, as a fraction: taking the smallest fractions first
     # draws every class at the same rate.
@@ -475,67 +486,59 @@ def train(autoencoder: keras.Model, data: Dataset, config: Config,
           checkpoint_dir: Path) -> dict[str, list[float]]:
     """Fit the autoencoder to reproduce its input; returns loss, val_loss and images/s per epoch.
 
-    After each epoch `keras.callbacks.BackupAndRestore` saves the weights, the optimizer and the epoch
-    in `checkpoint_dir`, and a CSV log keeps the epoch's numbers; with a checkpoint there, training
-    continues from it, and a run that had finished training trains no more.
+    After each epoch Keras' BackupAndRestore saves the weights, the optimizer and the epoch in
+    `checkpoint_dir`, and the epoch's numbers are added to its history.csv. With a checkpoint there,
+    training continues from it (a run that had finished trains no more); the history is read back from
+    the CSV because fit() knows only the epochs of this process, not those before a --resume.
     """
     import keras
 
     autoencoder.compile(optimizer="adam", loss="binary_crossentropy")
     log_path = checkpoint_dir / "history.csv"
-    epoch_start = {}
-
-    def time_epoch(epoch: int, logs: dict) -> None:
-        # Written into `logs`, the number reaches the CSV log that the next callback writes.
-        logs["images_per_second"] = len(data.x_train) / (time.perf_counter() - epoch_start[epoch])
-
-    def report_epoch(epoch: int, logs: dict) -> None:
-        print(f"  epoch {epoch + 1}/{config.epochs}  loss {logs['loss']:.4f}  val_loss {logs['val_loss']:.4f}"
-              f"  {logs['images_per_second']:,.0f} images/s", flush=True)
-
-    # In this order: the line on the terminal means the epoch is saved and logged.
-    with signals_deferred() as stop_if_signalled:
-        autoencoder.fit(
-            data.x_train, data.x_train,
-            epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
-            validation_data=(data.x_test, data.x_test), verbose=0,
-            callbacks=[
-                keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: stop_if_signalled(),
-                                               on_test_batch_end=lambda batch, logs: stop_if_signalled()),
-                keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
-                keras.callbacks.LambdaCallback(
-                    on_epoch_begin=lambda epoch, logs: epoch_start.update({epoch: time.perf_counter()}),
-                    on_epoch_end=time_epoch),
-                keras.callbacks.CSVLogger(str(log_path), append=True),
-                keras.callbacks.LambdaCallback(on_epoch_end=report_epoch),
-            ],
-        )
-        stop_if_signalled()
-    table = np.genfromtxt(log_path, delimiter=",", names=True, ndmin=1)
-    return {name: table[name].tolist() for name in ("loss", "val_loss", "images_per_second")}
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[Callable[[], None]]:
-    """Note Ctrl-C and SIGTERM instead of raising them at once; the function it yields raises the noted
-    one (KeyboardInterrupt or Terminated). While Keras trains, a handler that raises can fire inside
-    TensorFlow's C++ calls, which crashed the process (a segmentation fault, about one stop in eight):
-    training calls that function between batches instead."""
-    noted = []
-    deferred = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring Ctrl-C
-        deferred.append(signal.SIGINT)
-    previous = {signum: signal.signal(signum, lambda signum, frame: noted.append(signum)) for signum in deferred}
-
-    def raise_noted() -> None:
-        if noted:
-            raise KeyboardInterrupt if noted[0] == signal.SIGINT else Terminated
-
     try:
-        yield raise_noted
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        with signals_deferred() as stop_if_signalled:
+            autoencoder.fit(
+                data.x_train, data.x_train,
+                epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
+                validation_data=(data.x_test, data.x_test), verbose=0,
+                # In this order: an epoch's line on the terminal means the epoch is saved and logged.
+                callbacks=[keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
+                           epoch_log(log_path, len(data.x_train), config.epochs, stop_if_signalled)],
+            )
+            stop_if_signalled()
+    except OSError as error:
+        raise WriteError(f"could not save training's checkpoint in {checkpoint_dir} ({error.strerror or error})"
+                         ) from None
+    with log_path.open(newline="") as stream:
+        table = list(csv.DictReader(stream))
+    return {name: [float(line[name]) for line in table] for name in ("loss", "val_loss", "images_per_second")}
+
+
+def epoch_log(path: Path, n_images: int, epochs: int, between_batches: Callable[[], None]) -> keras.callbacks.Callback:
+    """A callback that times each epoch, adds its loss, val_loss and images/s to the CSV at `path` and
+    prints them; between batches it calls `between_batches` (which stops on a noted Ctrl-C)."""
+    import keras
+
+    started = {}
+
+    def log_epoch(epoch: int, logs: dict) -> None:
+        line = {"epoch": epoch, "images_per_second": n_images / (time.perf_counter() - started[epoch]),
+                "loss": logs["loss"], "val_loss": logs["val_loss"]}
+        new = not path.is_file()
+        with path.open("a", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(line))
+            if new:
+                writer.writeheader()
+            writer.writerow(line)
+        print(f"  epoch {epoch + 1}/{epochs}  loss {line['loss']:.4f}  val_loss {line['val_loss']:.4f}"
+              f"  {line['images_per_second']:,.0f} images/s", flush=True)
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: started.update({epoch: time.perf_counter()}),
+        on_epoch_end=log_epoch,
+        on_train_batch_end=lambda batch, logs: between_batches(),
+        on_test_batch_end=lambda batch, logs: between_batches(),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -623,6 +626,22 @@ def prepare_spaces(kind: str, features: np.ndarray, names: tuple[str, ...], conf
             spaces.append(Space(kind, name, points, graphs[on]))
     seconds["neighbours_seconds"] = time.perf_counter() - start
     return spaces, {"pca_variance_kept": kept, "seconds": {key: round(value, 2) for key, value in seconds.items()}}
+
+
+def prepare_all_spaces(images: np.ndarray, codes: np.ndarray, context: np.ndarray | None,
+                       config: Config) -> tuple[list[Space], dict[str, dict]]:
+    """The spaces of the scored images' pixels (n, 784), the baseline, and of their codes (n, d), each
+    with the reductions in REDUCTIONS; with training codes as `context` (m, d), "umap10+train" too.
+    Returns the spaces and, for each kind of features, what prepare_spaces says they share."""
+    features = {"pixels": images.reshape(len(images), -1), "latent": codes}
+    spaces, shared = [], {}
+    for kind, names in REDUCTIONS.items():
+        kind_context = context if kind == "latent" else None
+        if kind_context is not None:
+            names += ("umap10+train",)
+        kind_spaces, shared[kind] = prepare_spaces(kind, features[kind], names, config, kind_context)
+        spaces += kind_spaces
+    return spaces, shared
 
 
 def embed(space: Space, config: Config) -> np.ndarray:
@@ -739,81 +758,63 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
     return clusters, scores
 
 
-def reduce_and_cluster(spaces: list[Space], labels: np.ndarray, n_clusters: int, config: Config
-                       ) -> tuple[list[tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]]]], float | None]:
-    """Embed every space and cluster it with each of its clusterers, in REDUCTION_PROCESSES worker
-    processes, each taking the slowest space that none has taken yet. Returns, for each space in
-    order: the embedding of the labelled points, the seconds it took, {clusterer: (clusters, scores)};
-    and the largest worker's peak memory in MB. An error or Ctrl-C in the main process stops the
-    workers at once."""
-    # Each worker gets every space when it starts and then only their numbers: tasks that large would
-    # sit in the pool's pipe, and stopping the pool would wait on them for ever.
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(REDUCTION_PROCESSES, initializer=start_worker, initargs=(spaces, labels, n_clusters, config))
-    try:
-        slowest_first = sorted(range(len(spaces)), key=lambda index: SLOWEST_FIRST.index(spaces[index].reduction))
-        done = dict(pool.imap_unordered(reduce_and_cluster_one, slowest_first))
-    except BaseException:  # an error or Ctrl-C: stop the workers now
-        pool.terminate()
-        raise
-    finally:
-        pool.close()  # the workers exit once their work is done
-        pool.join()
-    results, peaks = [], []
+@dataclass
+class Clustering:
+    """One row of the table: a reduction of one kind of features, clustered and scored."""
+
+    features: str  # "pixels" or "latent"
+    reduction: str
+    clusterer: str
+    scores: dict[str, float]  # ari, nmi, acc and silhouette
+    seconds: float  # what the reduction took
+    clusters: np.ndarray  # (n,), one per scored image
+    embedding: np.ndarray  # (n, d): the scored images in the reduced space
+
+    @property
+    def row(self) -> dict:
+        """The row as metrics.json and the tables give it."""
+        return {"features": self.features, "reduction": self.reduction, "clusterer": self.clusterer, **self.scores,
+                "seconds": round(self.seconds, 2)}
+
+
+def reduce_and_cluster(spaces: list[Space], labels: np.ndarray, config: Config) -> tuple[list[Clustering], float | None]:
+    """Embed every space and cluster it with each of its clusterers, in WORKERS worker processes of one
+    thread each (joblib's, which stop at once on an error or Ctrl-C), slowest space first. Returns the
+    rows in the order of `spaces`, and the largest worker's peak memory in MB."""
+    from joblib import Parallel, delayed, parallel_config
+
+    slowest_first = sorted(range(len(spaces)), key=lambda index: SLOWEST_FIRST.index(spaces[index].reduction))
+    # Each task's arrays go to its worker whole (max_nbytes=None), not through memory-mapped temporary
+    # files. The workers' stderr is muted: a Ctrl-C that reaches one as it starts, before it can ignore
+    # it, would print a traceback; an error in a task is raised here, and reported as usual.
+    with parallel_config(backend="loky", inner_max_num_threads=1), quiet_stderr():
+        done = Parallel(n_jobs=WORKERS, batch_size=1, max_nbytes=None, initializer=start_worker)(
+            delayed(reduce_and_cluster_one)(spaces[index], labels, config) for index in slowest_first)
+    by_space = dict(zip(slowest_first, done))
+    clusterings = []
     for index, space in enumerate(spaces):
-        embedding, seconds, clusterings, peak = done[index]
-        results.append((space.points if embedding is None else embedding, seconds, clusterings))
-        peaks.append(peak)
-    return results, None if None in peaks else max(peaks)
+        embedding, seconds, clustered, _ = by_space[index]
+        for clusterer, (clusters, scores) in clustered.items():
+            clusterings.append(Clustering(space.kind, space.reduction, clusterer, scores, seconds, clusters,
+                                          space.points if embedding is None else embedding))
+    peaks = [peak for *_, peak in done]
+    return clusterings, None if None in peaks else max(peaks)
 
 
-# What a worker process was given when it started (see start_worker): empty in the main process.
-worker_assignment: dict = {}
-
-
-def start_worker(spaces: list[Space], labels: np.ndarray, n_clusters: int, config: Config) -> None:
-    """Set up a worker process. Ctrl-C reaches every process of the terminal; the main process stops
-    the workers, so they ignore it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import_stack()
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    # One thread each: with two workers on two cores, t-SNE's and KMeans' threads would wait on each other.
-    threadpool_limits(1)
-    numba.set_num_threads(1)
-    worker_assignment.update(spaces=spaces, labels=labels, n_clusters=n_clusters, config=config)
-
-
-def reduce_and_cluster_one(index: int
-                           ) -> tuple[int, tuple[np.ndarray, float, dict[str, tuple[np.ndarray, dict]], float | None]]:
-    """A worker's task: embed space number `index` of its assignment and cluster it; with the result,
-    the worker's peak memory so far."""
-    assignment = worker_assignment
-    space, labels, config = assignment["spaces"][index], assignment["labels"], assignment["config"]
+def reduce_and_cluster_one(space: Space, labels: np.ndarray, config: Config
+                           ) -> tuple[np.ndarray | None, float, dict[str, tuple[np.ndarray, dict]], float | None]:
+    """A worker's task: the space's embedding of the scored points (None for "none": the points
+    themselves), the seconds it took, {clusterer: (clusters, scores)}, and the worker's peak memory."""
     if space.doing:
         print(f"  {space.doing}", flush=True)
     start = time.perf_counter()
     embedding = embed(space, config)
     seconds = time.perf_counter() - start
-    clusterings = {clusterer: cluster_and_score(embedding, labels, assignment["n_clusters"], config.seed, clusterer)
-                   for clusterer in CLUSTERERS.get(space.reduction, ("kmeans",))}
-    # Sent back: the labelled points only (context points are not scored), and no copy of the features.
-    return index, (None if space.reduction == "none" else embedding[:len(labels)], seconds, clusterings,
-                   peak_memory_mb())
-
-
-def scored_arrays(codes: np.ndarray, labels: np.ndarray,
-                  scored: dict[tuple[str, str, str], tuple[dict, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """What codes.npz holds, so that a reader can plot or cluster the scored images again: their codes
-    (n, d), true labels (n,), each reduction's embedding of them (FEATURES_REDUCTION, (n, 2) or (n, 10))
-    and each row's clusters (clusters_FEATURES_REDUCTION_CLUSTERER, (n,))."""
-    arrays = {"codes": codes, "labels": labels}
-    for (kind, reduction, clusterer), (_, clusters, points) in scored.items():
-        if reduction != "none":
-            arrays[f"{kind}_{reduction}"] = points[:len(labels)].astype("float32")
-        arrays[f"clusters_{kind}_{reduction}_{clusterer}"] = clusters
-    return arrays
+    clustered = {clusterer: cluster_and_score(embedding, labels, len(np.unique(labels)), config.seed, clusterer)
+                 for clusterer in CLUSTERERS.get(space.reduction, ("kmeans",))}
+    # Sent back: the scored points only (context points are not scored), and no copy of the features.
+    return (None if space.reduction == "none" else embedding[:len(labels)], seconds, clustered,
+            peak_memory_mb())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -872,34 +873,33 @@ def plot_training_curves(history: dict[str, list[float]], split: str, path: Path
     plt.close(fig)
 
 
-def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labels: np.ndarray,
-                    split: str, path: Path) -> None:
-    """2-D embeddings of the codes, coloured by true label (top) and by KMeans cluster (bottom).
-
-    `scored` maps each reduction's name to its clustering row, its clusters (n,) and its points (n, 2).
-    """
+def plot_embeddings(clusterings: list[Clustering], labels: np.ndarray, split: str, path: Path) -> None:
+    """The codes' 2-D embeddings (n, 2), coloured by true label (top) and by KMeans cluster (bottom)."""
     plt = pyplot()
 
     titles = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+    plotted = [clustering for clustering in clusterings if clustering.features == "latent"
+               and clustering.clusterer == "kmeans" and clustering.reduction in titles]
     classes = np.unique(labels)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     label_colour = np.searchsorted(classes, labels)
-    fig, axes = plt.subplots(2, len(scored), figsize=(5 * len(scored), 10), squeeze=False)
-    for column, (name, (score, clusters, points)) in enumerate(scored.items()):
+    fig, axes = plt.subplots(2, len(plotted), figsize=(5 * len(plotted), 10), squeeze=False)
+    for column, clustering in enumerate(plotted):
         # Colour each cluster like the class it is matched to, so the two rows compare at a glance.
-        counts, matched_rows, matched_columns = contingency(labels, clusters)
+        counts, matched_rows, matched_columns = contingency(labels, clustering.clusters)
         class_of_cluster = np.full(counts.shape[1], len(classes))
         class_of_cluster[matched_columns] = matched_rows
-        cluster_colour = class_of_cluster[np.unique(clusters, return_inverse=True)[1]]
+        cluster_colour = class_of_cluster[np.unique(clustering.clusters, return_inverse=True)[1]]
+        points = clustering.embedding
         for row, colour in enumerate((label_colour, cluster_colour)):
             ax = axes[row, column]
             ax.scatter(points[:, 0], points[:, 1], c=colour, cmap=colours, vmin=0, vmax=colours.N - 1,
                        s=2, alpha=0.7, linewidths=0)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, column].set_title(f"{titles[name]} of the codes, coloured by true digit")
-        axes[1, column].set_title(f"{titles[name]}: KMeans clusters - NMI {score['nmi']:.2f}, "
-                                  f"ACC {score['acc']:.2f}")
+        name, scores = titles[clustering.reduction], clustering.scores
+        axes[0, column].set_title(f"{name} of the codes, coloured by true digit")
+        axes[1, column].set_title(f"{name}: KMeans clusters - NMI {scores['nmi']:.2f}, ACC {scores['acc']:.2f}")
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours(i), label=str(label))
                for i, label in enumerate(classes)]
     fig.legend(handles=handles, title="digit (bottom: matched cluster)", loc="center left",
@@ -909,26 +909,26 @@ def plot_embeddings(scored: dict[str, tuple[dict, np.ndarray, np.ndarray]], labe
     plt.close(fig)
 
 
-def plot_confusion(labels: np.ndarray, clusters: np.ndarray, row: dict, split: str, path: Path) -> None:
-    """Counts of true labels against clusters, clusters ordered by the label they are matched to."""
-    plt = pyplot()
+def plot_confusion(labels: np.ndarray, best: Clustering, split: str, path: Path) -> None:
+    """Counts of true labels against the best row's clusters, each cluster in the column of the label it
+    is matched to."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
-    counts, matched_rows, matched_columns = contingency(labels, clusters)
-    order = list(matched_columns[np.argsort(matched_rows)])
-    order += [column for column in range(counts.shape[1]) if column not in order]
-    counts, cluster_ids, classes = counts[:, order], np.unique(clusters)[order], np.unique(labels)
+    plt = pyplot()
+    classes, label_index = np.unique(labels, return_inverse=True)
+    # Clusters are numbered 0..k-1 with k = the number of classes, so the matrix is square.
+    counts = confusion_matrix(label_index, best.clusters, labels=range(len(classes)))
+    _, cluster_of_class = linear_sum_assignment(counts, maximize=True)
     fig, ax = plt.subplots(figsize=(7, 6))
-    image = ax.imshow(counts, cmap="Blues")
-    for (i, j), count in np.ndenumerate(counts):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if count > counts.max() / 2 else "black")
-    ax.set_xticks(range(len(order)), [f"c{cluster}" for cluster in cluster_ids])
-    ax.set_yticks(range(len(classes)), [str(c) for c in classes])
+    display = ConfusionMatrixDisplay(counts[:, cluster_of_class], display_labels=classes)
+    display.plot(ax=ax, cmap="Blues", values_format="d", text_kw={"fontsize": 7})
+    ax.set_xticks(range(len(classes)), [f"c{cluster}" for cluster in cluster_of_class])
     ax.set_xlabel("cluster, ordered by matched digit")
     ax.set_ylabel("true digit")
-    ax.set_title(f"Best row: {row['features']} + {row['reduction']} + {row['clusterer']}\n"
-                 f"ACC {row['acc']:.3f}, NMI {row['nmi']:.3f}")
-    fig.colorbar(image, ax=ax, label=f"{split} images")
+    ax.set_title(f"Best row: {best.features} + {best.reduction} + {best.clusterer}\n"
+                 f"ACC {best.scores['acc']:.3f}, NMI {best.scores['nmi']:.3f}")
+    display.im_.colorbar.set_label(f"{split} images")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -965,30 +965,42 @@ def library_versions() -> dict[str, str]:
             **{name: getattr(module, "__version__", "unknown") for name, module in modules.items()}}
 
 
-def peak_memory_mb() -> float | None:
-    """Peak resident memory (RSS) of this process in MB; None where the system does not report it.
-
-    On Linux, /proc's VmHWM: getrusage's ru_maxrss also keeps the peak of the process this one was
-    forked from before it started this program, so a worker process would report the main process's
-    size at the moment it was started. Elsewhere ru_maxrss, which may do the same."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    # ru_maxrss counts kilobytes on Linux and bytes on macOS.
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
+def scored_arrays(codes: np.ndarray, labels: np.ndarray, clusterings: list[Clustering]) -> dict[str, np.ndarray]:
+    """What codes.npz holds, so that a reader can plot or cluster the scored images again: their codes
+    (n, d), true labels (n,), each reduction's embedding of them (FEATURES_REDUCTION, (n, 2) or (n, 10))
+    and each row's clusters (clusters_FEATURES_REDUCTION_CLUSTERER, (n,))."""
+    arrays = {"codes": codes, "labels": labels}
+    for clustering in clusterings:
+        name = f"{clustering.features}_{clustering.reduction}"
+        if clustering.reduction != "none":
+            arrays[name] = clustering.embedding.astype("float32")
+        arrays[f"clusters_{name}_{clustering.clusterer}"] = clustering.clusters
+    return arrays
 
 
-def write_report(metrics: dict, best: dict, folder: Path) -> None:
-    """Write metrics.json and report.md, a page that reads on its own next to the plots; `best` is the
-    clustering row that confusion.png shows."""
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+def metrics_record(config: Config, data: Dataset, timings: dict[str, float], reconstruction: dict[str, float],
+                   history: dict[str, list[float]], shared: dict[str, dict], clusterings: list[Clustering],
+                   worker_peak_mb: float | None) -> dict:
+    """Everything metrics.json records of a run (README.md lists the keys)."""
+    return {
+        "config": config_record(config),
+        "versions": library_versions(),
+        "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test),
+                 "n_classes": len(np.unique(data.y_test)), "silhouette_points": min(len(data.y_test), SILHOUETTE_POINTS)},
+        "timings": timings,
+        "peak_rss_mb": peak_memory_mb(),
+        "worker_peak_rss_mb": worker_peak_mb,
+        "reconstruction": reconstruction,
+        "history": history,
+        "pca_variance_kept": {kind: values["pca_variance_kept"] for kind, values in shared.items()},
+        "reduce_shared_seconds": {kind: values["seconds"] for kind, values in shared.items()},
+        "reused_model": None if config.reuse_model is None else str(config.reuse_model),
+        "clustering": [clustering.row for clustering in clusterings],
+    }
+
+
+def report_markdown(metrics: dict, best: dict) -> str:
+    """report.md: a page that reads on its own next to the plots; `best` is the row confusion.png shows."""
     config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
     split = config["evaluate_on"]
     trained = (f"of which training {metrics['timings']['train']:.0f} s" if metrics["reused_model"] is None
@@ -1004,7 +1016,7 @@ def write_report(metrics: dict, best: dict, folder: Path) -> None:
                if data["silhouette_points"] < data["n_test"] else "")
     if config["noise"]:
         model += f"; denoising, Gaussian noise of standard deviation {config['noise']} on the training input"
-    text = f"""# Autoencoder on MNIST: results
+    return f"""# Autoencoder on MNIST: results
 
 Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} {split} images, {data['n_classes']} classes.
 Model: {model}.
@@ -1038,17 +1050,115 @@ Best row by ACC: {best['features']} + {best['reduction']} + {best['clusterer']}.
 
 ![confusion](confusion.png)
 """
-    (folder / "report.md").write_text(text)
+
+
+def write_outputs(folder: Path, outputs: dict[str, Callable[[Path], object]]) -> None:
+    """Write each output file into `folder` with its function. A file that cannot be written (a full
+    disk) stops the run with a WriteError that names it."""
+    for name, write in outputs.items():
+        try:
+            write(folder / name)
+        except OSError as error:
+            raise WriteError(f"could not write {name} ({error.strerror or error})") from None
+
+
+def print_summary(metrics: dict, out: Path) -> None:
+    """The clustering table, the reconstruction scores and where the outputs are."""
+    recon = metrics["reconstruction"]
+    print()
+    print(format_table(metrics["clustering"]))
+    print(f"\nReconstruction ({metrics['config']['evaluate_on']} set): BCE {recon['test_bce']:.4f}, "
+          f"MSE {recon['test_mse']:.4f}, PSNR {recon['test_psnr']:.2f} dB")
+    print(f"Outputs in {out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
+          "reconstructions.png, training_curves.png, embeddings.png, confusion.png")
 
 
 # ----------------------------------------------------------------------------------------------------
-# main
+# Run
+# ----------------------------------------------------------------------------------------------------
+
+
+def run(config: Config) -> None:
+    """The pipeline: load -> build -> train -> encode -> reduce and cluster -> plot -> report."""
+    stages = Stages()
+    with stages("data"):
+        data = load_data(config)
+        reused = None if config.reuse_model is None else read_reused_run(config)
+    with run_folders(config) as (staging, checkpoint):
+        with stages("imports", "importing TensorFlow, Keras and umap-learn"):
+            import_stack()
+        import keras
+
+        keras.utils.set_random_seed(config.seed)
+        if reused is None:
+            autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture, config.noise)
+            with stages("train"):
+                history = train(autoencoder, data, config, checkpoint)
+        else:
+            with stages("load model"):
+                autoencoder = keras.saving.load_model(config.reuse_model / "autoencoder.keras")
+                encoder, history = autoencoder.get_layer("encoder"), reused["history"]
+        write_outputs(staging, {"autoencoder.keras": autoencoder.save})
+
+        with stages("encode"):
+            codes = encode(encoder, data.x_test)
+            reconstructions = reconstruct(autoencoder, codes)
+            reconstruction = score_reconstruction(data.x_test, reconstructions)
+            context = encode(encoder, data.x_train) if config.embed_train else None
+
+        with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
+            spaces, shared = prepare_all_spaces(data.x_test, codes, context, config)
+            clusterings, worker_peak_mb = reduce_and_cluster(spaces, data.y_test, config)
+        best = max(clusterings, key=lambda clustering: clustering.scores["acc"])  # on the labels: display only
+
+        with stages("outputs"):
+            split = config.evaluate_on
+            write_outputs(staging, {
+                "codes.npz": lambda path: np.savez_compressed(path, **scored_arrays(codes, data.y_test, clusterings)),
+                "reconstructions.png": lambda path: plot_reconstructions(
+                    data.x_test, reconstructions, data.y_test, reconstruction, split, path),
+                "training_curves.png": lambda path: plot_training_curves(history, split, path),
+                "embeddings.png": lambda path: plot_embeddings(clusterings, data.y_test, split, path),
+                "confusion.png": lambda path: plot_confusion(data.y_test, best, split, path),
+            })
+        stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
+        metrics = metrics_record(config, data, stages.seconds, reconstruction, history, shared, clusterings,
+                                 worker_peak_mb)
+        write_outputs(staging, {"report.md": lambda path: path.write_text(report_markdown(metrics, best.row)),
+                                "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
+    print_summary(metrics, config.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, and turn each way a run can end early into one line on stderr and an exit status."""
+    config = parse_config(argv)
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        run(config)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except WriteError as error:
+        print(f"error: {error}; earlier results in {config.out}/ are untouched{saved_training(config)}",
+              file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, status = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("Ctrl-C", 130)
+        print(f"\nstopped by {name}; earlier results in {config.out}/ are untouched{saved_training(config)}",
+              file=sys.stderr)
+        return status
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Machinery: what keeps a run safe and its terminal clean, apart from the pipeline
 # ----------------------------------------------------------------------------------------------------
 
 
 class Stages:
-    """Wall seconds per stage, and a progress line as each stage ends; a stage that can take more than
-    a few seconds also says what it does as it starts."""
+    """Why: a user sees progress and metrics.json records where the time went. Wall seconds per stage,
+    and a line as each stage ends; a stage that can take more than a few seconds also says what it
+    does as it starts."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -1065,6 +1175,17 @@ class Stages:
               flush=True)
 
 
+def import_stack() -> None:
+    """Why: a bad flag or data file fails in a fraction of a second, and a good run's stderr stays empty.
+    Imports TensorFlow, Keras and umap-learn (which imports TensorFlow too) once, quietly."""
+    with quiet_stderr():
+        import tensorflow as tf
+        import umap  # noqa: F401
+
+        # The device search prints a CUDA line on machines without a GPU driver; do it while muted.
+        tf.config.list_physical_devices()
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2: TensorFlow's native start-up lines bypass its log-level setting."""
@@ -1079,18 +1200,77 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def import_stack() -> None:
-    """Import TensorFlow, Keras and umap-learn once, quietly, after the flags and the data are checked."""
-    with quiet_stderr():
-        import tensorflow as tf
-        import umap  # noqa: F401
+def start_worker() -> None:
+    """Why: Ctrl-C reaches every process of the terminal, and the main process stops the workers itself;
+    a worker that raised too would print its own traceback. And umap-learn imports TensorFlow for its
+    ParametricUMAP, which no worker uses: barred, that import no longer costs each worker 3 s."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.modules["tensorflow"] = None  # umap-learn then leaves ParametricUMAP out, with a silent ImportWarning
 
-        # The device search prints a CUDA line on machines without a GPU driver; do it while muted.
-        tf.config.list_physical_devices()
+
+def peak_memory_mb() -> float | None:
+    """Why: metrics.json tells a user how much memory a run of this size needs. Peak resident memory
+    (RSS) of this process in MB; None where the system does not report it.
+
+    On Linux, /proc's VmHWM: getrusage's ru_maxrss also keeps the peak of the process this one was
+    forked from before it started this program. Elsewhere ru_maxrss, which may do the same."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    # ru_maxrss counts kilobytes on Linux and bytes on macOS.
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
+
+
+@contextlib.contextmanager
+def run_folders(config: Config) -> Iterator[tuple[Path, Path]]:
+    """Why: an earlier run's results stay whole until a new run has finished (Ctrl-C, an error or a full
+    disk leave them as they were), and --resume finds training's checkpoint.
+
+    Yields (staging folder, checkpoint folder) inside --out. Outputs are written to the private staging
+    folder and moved into --out only once the run has finished; then the checkpoint is removed. A run
+    that reuses a model trains nothing and leaves any checkpoint as it is.
+    """
+    checkpoint = config.out / ".checkpoint"
+    saved_config = checkpoint / "config.json"
+    if config.resume and config.reuse_model is None and saved_config.is_file():
+        # The checkpoint holds training's state: only the flags that shape training must match.
+        require_same_training(json.loads(saved_config.read_text()), config, f"the checkpoint in {checkpoint}",
+                              "rerun with the same flags, or without --resume to start afresh")
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=config.out))
+    except OSError as error:
+        raise InputError(f"--out {config.out} cannot be written ({error.strerror}); name a folder you "
+                         "can write to") from None
+    try:
+        if config.reuse_model is None:
+            if config.resume and not saved_config.is_file():
+                print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1", flush=True)
+            if not config.resume:
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            checkpoint.mkdir(exist_ok=True)
+            write_outputs(checkpoint, {"config.json": lambda path: path.write_text(json.dumps(config_record(config)))})
+        yield staging, checkpoint
+        # Each finished output replaces its old version atomically; metrics.json, which marks a finished
+        # run, comes last.
+        for path in sorted(staging.iterdir(), key=lambda path: path.name == "metrics.json"):
+            os.replace(path, config.out / path.name)
+        if config.reuse_model is None:
+            shutil.rmtree(checkpoint)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_reused_run(config: Config) -> dict:
-    """The metrics.json of the finished run in --reuse-model, checked to match this run's training flags."""
+    """Why: --reuse-model must never score a model that other data or flags made. The metrics.json of
+    the finished run in --reuse-model, checked to match this run's training flags."""
     folder = config.reuse_model
     if not (folder / "metrics.json").is_file() or not (folder / "autoencoder.keras").is_file():
         raise InputError(f"--reuse-model {folder} holds no finished run (metrics.json and autoencoder.keras); "
@@ -1107,145 +1287,47 @@ def read_reused_run(config: Config) -> dict:
     return reused
 
 
-def prepare_folders(config: Config) -> tuple[Path, Path]:
-    """Create --out, a private staging folder inside it, and its checkpoint folder's place.
+def changed_training_flag(saved: dict, config: Config) -> tuple[str, object, object] | None:
+    """The first data or training flag on which a saved run's config (as config_record writes it, or
+    as text) and `config` differ, as (name, saved value, this run's value); None when they agree. A run
+    from before a flag existed ran with its default."""
+    saved, ours = {**config_record(Config()), **saved}, config_record(config)
+    for name in TRAINING_FLAGS:
+        if str(saved[name]) != str(ours[name]):
+            return name, saved[name], ours[name]
+    return None
 
-    Returns (staging folder, checkpoint folder). Outputs are written to the staging folder and moved
-    into --out only when the run has finished, so an earlier run's results stay whole until then.
-    A run that reuses a model trains nothing and leaves any checkpoint as it is.
-    """
-    checkpoint = config.out / ".checkpoint"
-    saved_config = checkpoint / "config.json"
-    if config.resume and config.reuse_model is None and saved_config.is_file():
-        # The checkpoint holds training's state: only the flags that shape training must match.
-        require_same_training(json.loads(saved_config.read_text()), config, f"the checkpoint in {checkpoint}",
-                              "rerun with the same flags, or without --resume to start afresh")
+
+def require_same_training(saved: dict, config: Config, made: str, fix: str) -> None:
+    """Refuse, naming the flag, when `made` (a saved model or checkpoint) came from other data or
+    training flags than `config`'s; `fix` says what to do instead."""
+    changed = changed_training_flag(saved, config)
+    if changed is not None:
+        name, theirs, ours = ["unset" if value is None else value for value in changed]
+        raise InputError(f"{made} was made with {flag_of(name)} {theirs}, this run has {ours}; {fix}")
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[Callable[[], None]]:
+    """Why: a handler that raised inside TensorFlow's C++ calls crashed the process (a segmentation
+    fault, about one stop in eight). Ctrl-C and SIGTERM are noted instead of raised at once; the
+    function it yields raises the noted one (KeyboardInterrupt or Terminated), and training calls it
+    between batches."""
+    noted = []
+    deferred = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring Ctrl-C
+        deferred.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, lambda signum, frame: noted.append(signum)) for signum in deferred}
+
+    def raise_noted() -> None:
+        if noted:
+            raise KeyboardInterrupt if noted[0] == signal.SIGINT else Terminated
+
     try:
-        config.out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=config.out))
-    except OSError as error:
-        raise InputError(f"--out {config.out} cannot be written ({error.strerror}); name a folder you "
-                         "can write to") from None
-    if config.reuse_model is not None:
-        return staging, checkpoint
-    if config.resume and not saved_config.is_file():
-        print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1", flush=True)
-    if not config.resume:
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    checkpoint.mkdir(exist_ok=True)
-    saved_config.write_text(json.dumps(config_record(config)))
-    return staging, checkpoint
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Move each finished output from the staging folder into --out, replacing the old one atomically."""
-    for path in sorted(staging.iterdir(), key=lambda p: p.name == "metrics.json"):
-        os.replace(path, out / path.name)
-    staging.rmdir()
-
-
-def run(config: Config) -> None:
-    """The whole pipeline: data, model, training, codes, reductions, clusters, plots and report."""
-    stages = Stages()
-    with stages("data"):
-        data = load_data(config)
-        n_classes = len(np.unique(data.y_test))
-        reused = None if config.reuse_model is None else read_reused_run(config)
-    staging, checkpoint = prepare_folders(config)
-    try:
-        with stages("imports", "importing TensorFlow, Keras and umap-learn"):
-            import_stack()
-        import keras
-
-        keras.utils.set_random_seed(config.seed)
-        if reused is None:
-            autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture, config.noise)
-            with stages("train"):
-                history = train(autoencoder, data, config, checkpoint)
-        else:
-            with stages("load model"):
-                autoencoder = keras.saving.load_model(config.reuse_model / "autoencoder.keras")
-                encoder, history = autoencoder.get_layer("encoder"), reused["history"]
-        autoencoder.save(staging / "autoencoder.keras")
-
-        with stages("encode"):
-            codes = encode(encoder, data.x_test)
-            reconstructions = reconstruct(autoencoder, codes)
-            reconstruction = score_reconstruction(data.x_test, reconstructions)
-            train_codes = encode(encoder, data.x_train) if config.embed_train else None
-
-        features = {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes}
-        with stages("reduce and cluster", f"reducing and clustering in {REDUCTION_PROCESSES} worker processes"):
-            spaces, shared = [], {}
-            for kind, names in REDUCTIONS.items():
-                context = train_codes if kind == "latent" else None
-                if context is not None:
-                    names += ("umap10+train",)
-                kind_spaces, shared[kind] = prepare_spaces(kind, features[kind], names, config, context)
-                spaces += kind_spaces
-            results, worker_peak_mb = reduce_and_cluster(spaces, data.y_test, n_classes, config)
-        scored = {}  # (kind, reduction, clusterer) -> (row, clusters, embedding), in the order of REDUCTIONS
-        for space, (embedding, seconds, clusterings) in zip(spaces, results):
-            for clusterer, (clusters, scores) in clusterings.items():
-                row = {"features": space.kind, "reduction": space.reduction, "clusterer": clusterer, **scores,
-                       "seconds": round(seconds, 2)}
-                scored[space.kind, space.reduction, clusterer] = (row, clusters, embedding)
-        np.savez_compressed(staging / "codes.npz", **scored_arrays(codes, data.y_test, scored))
-        rows = [row for row, _, _ in scored.values()]
-        # For the confusion plot and the report: the best row on the scored labels, for display only.
-        best_row, best_clusters, _ = max(scored.values(), key=lambda entry: entry[0]["acc"])
-        plotted = {name: scored["latent", name, "kmeans"] for name in ("pca", "tsne", "umap")}
-
-        with stages("plots"):
-            split = config.evaluate_on
-            plot_reconstructions(data.x_test, reconstructions, data.y_test, reconstruction, split,
-                                 staging / "reconstructions.png")
-            plot_training_curves(history, split, staging / "training_curves.png")
-            plot_embeddings(plotted, data.y_test, split, staging / "embeddings.png")
-            plot_confusion(data.y_test, best_clusters, best_row, split, staging / "confusion.png")
-
-        stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
-        metrics = {
-            "config": config_record(config),
-            "versions": library_versions(),
-            "data": {"source": data.source, "n_train": len(data.y_train), "n_test": len(data.y_test),
-                     "n_classes": n_classes, "silhouette_points": min(len(data.y_test), SILHOUETTE_POINTS)},
-            "timings": stages.seconds,
-            "peak_rss_mb": peak_memory_mb(),
-            "worker_peak_rss_mb": worker_peak_mb,
-            "reconstruction": reconstruction,
-            "history": history,
-            "pca_variance_kept": {kind: values["pca_variance_kept"] for kind, values in shared.items()},
-            "reduce_shared_seconds": {kind: values["seconds"] for kind, values in shared.items()},
-            "reused_model": None if reused is None else str(config.reuse_model),
-            "clustering": rows,
-        }
-        write_report(metrics, best_row, staging)
-        publish(staging, config.out)
-        if reused is None:
-            shutil.rmtree(checkpoint)
+        yield raise_noted
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-    print()
-    print(format_table(rows))
-    print(f"\nReconstruction ({config.evaluate_on} set): BCE {reconstruction['test_bce']:.4f}, "
-          f"MSE {reconstruction['test_mse']:.4f}, PSNR {reconstruction['test_psnr']:.2f} dB")
-    print(f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
-          "reconstructions.png, training_curves.png, embeddings.png, confusion.png")
-
-
-def saved_training(config: Config) -> str:
-    """What an interrupted run leaves to --resume, read from its checkpoint, as the end of a sentence."""
-    log = config.out / ".checkpoint" / "history.csv"
-    if config.reuse_model is not None or not log.is_file():
-        return ""
-    finished = len(log.read_text().splitlines()) - 1  # a header line, then one line per saved epoch
-    if finished >= config.epochs:
-        return "; training had finished: rerun with --resume to score its model without training again"
-    if finished > 0:
-        return f"; {finished} of {config.epochs} epochs are saved: rerun with --resume to continue"
-    return ""
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Terminated(Exception):
@@ -1256,20 +1338,18 @@ def raise_terminated(signum: int, frame) -> None:
     raise Terminated
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
-    signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        run(config)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Terminated) as stop:
-        name, status = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("Ctrl-C", 130)
-        print(f"\nstopped by {name}; earlier results in {config.out}/ are untouched{saved_training(config)}",
-              file=sys.stderr)
-        return status
-    return 0
+def saved_training(config: Config) -> str:
+    """Why: a stopped run tells its user what --resume would continue. What the checkpoint holds, read
+    from its history.csv, as the end of a sentence."""
+    log = config.out / ".checkpoint" / "history.csv"
+    if config.reuse_model is not None or not log.is_file():
+        return ""
+    finished = len(log.read_text().splitlines()) - 1  # a header line, then one line per saved epoch
+    if finished >= config.epochs:
+        return "; training had finished: rerun with --resume to score its model without training again"
+    if finished > 0:
+        return f"; {finished} of {config.epochs} epochs are saved: rerun with --resume to continue"
+    return ""
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Each seed's rows go to OUT/seed-N.json, with the share of confident points and t
 gives each row's ACC and NMI as mean +- sample std over the seeds, with the worst seed. One process,
 one thread for the linear algebra and UMAP, as in the script's workers.
 """
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -34,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-import autoencoder_mnist  # noqa: E402
-from seeds import spread  # noqa: E402
+import common
+from common import am
 
 CONFIDENT = 0.99  # a point's largest mixture probability, to lend its cluster to self-training
 VOTERS = 10  # nearest neighbours whose vote labels a point
@@ -46,7 +43,7 @@ LAYOUTS = 3  # UMAP embeddings in the ensemble
 
 def mixture(points: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """The Gaussian mixture's probabilities (n, n_clusters), fitted as the script's "gmm" clusterer."""
-    return autoencoder_mnist.clusterer_model("gmm", n_clusters, seed).fit(points).predict_proba(points)
+    return am.clusterer_model("gmm", n_clusters, seed).fit(points).predict_proba(points)
 
 
 def vote(points: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -63,92 +60,74 @@ def self_train(codes: np.ndarray, probabilities: np.ndarray, n_scored: int) -> t
     return vote(codes[confident], probabilities[confident].argmax(axis=1), codes[:n_scored]), confident
 
 
-def refine_seed(config: autoencoder_mnist.Config, model: Path) -> dict:
+def refine_seed(config: am.Config, model: Path) -> dict:
     """One seed's rows, and how many points were confident and how right their clusters were."""
-    data = autoencoder_mnist.load_data(config)
-    autoencoder_mnist.import_stack()
+    data = common.load_for_seed(config)
     import keras
-    import numba
     from threadpoolctl import threadpool_limits
 
-    numba.set_num_threads(1)
-    encoder = keras.saving.load_model(model).get_layer("encoder")
-    codes = autoencoder_mnist.encode(encoder, data.x_test)
-    context = autoencoder_mnist.encode(encoder, data.x_train) if config.embed_train else None
-    name = "umap10+train" if config.embed_train else "umap10"
-    space = autoencoder_mnist.prepare_spaces("latent", codes, (name,), config, context)[0][0]
+    space = common.clustering_space(keras.saving.load_model(model).get_layer("encoder"), data, config)
     labels, n_clusters, n_scored = data.y_test, len(set(data.y_test)), len(data.y_test)
     rows, confident_points = {}, {}
     with threadpool_limits(1):
-        layouts = [autoencoder_mnist.embed(space, replace(config, seed=config.seed + 1000 * index))
+        layouts = [am.embed(space, replace(config, seed=config.seed + 1000 * index))
                    for index in range(LAYOUTS)]
         for row, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
             probabilities = mixture(points, n_clusters, config.seed)
-            rows[row] = autoencoder_mnist.label_scores(labels, probabilities[:n_scored].argmax(axis=1))
+            rows[row] = am.label_scores(labels, probabilities[:n_scored].argmax(axis=1))
             clusters, confident = self_train(space.points, probabilities, n_scored)
             trained = row.replace("gmm", "self-trained")
-            rows[trained] = autoencoder_mnist.label_scores(labels, clusters)
+            rows[trained] = am.label_scores(labels, clusters)
             scored_confident = confident[:n_scored]
             confident_points[trained] = {
                 "share": float(confident.mean()),
-                "scored_acc": autoencoder_mnist.clustering_accuracy(
+                "scored_acc": am.clustering_accuracy(
                     labels[scored_confident], probabilities[:n_scored][scored_confident].argmax(axis=1))}
     result = {"seed": config.seed, "rows": rows, "confident": confident_points}
     if config.embed_train:  # with the training images' true labels: what a vote of neighbours can reach
         result["supervised"] = {
-            where: autoencoder_mnist.label_scores(labels, vote(points[n_scored:], data.y_train, points[:n_scored]))
+            where: am.label_scores(labels, vote(points[n_scored:], data.y_train, points[:n_scored]))
             for where, points in (("codes", space.points), ("layout", layouts[0]))}
     return result
 
 
 def summarise(results: list[dict], command: str, split: str) -> str:
-    """A Markdown table: each row's ACC and NMI over the seeds."""
-    seeds = ", ".join(str(result["seed"]) for result in results)
-    table = [f"# Refinements of the clustering embedding's mixture, over seeds {seeds}", "",
-             f"Command: `{command}`", f"Scored on: {split}. Mean +- sample std (n - 1) over the seeds.", "",
-             "| row | ACC | NMI | worst seed's ACC / NMI | ACC per seed | NMI per seed |", "|" + " --- |" * 6]
-    for row in results[0]["rows"]:
-        acc, nmi = ([result["rows"][row][name] for result in results] for name in ("acc", "nmi"))
-        table.append(f"| {row} | {spread(acc)} | {spread(nmi)} | {min(acc):.3f} / {min(nmi):.3f} | "
-                     + " / ".join(f"{value:.4f}" for value in acc) + " | "
-                     + " / ".join(f"{value:.4f}" for value in nmi) + " |")
-    table += ["", f"Points with mixture probability >= {CONFIDENT} (scored and context), and the ACC of the "
-              "scored ones among them, per seed:", ""]
-    for row in results[0]["confident"]:
-        table.append(f"- {row}: " + "; ".join(
-            f"seed {result['seed']} {result['confident'][row]['share']:.2%}, ACC "
-            f"{result['confident'][row]['scored_acc']:.4f}" for result in results))
+    """The summary page: each row over the seeds, how many points were confident, and the supervised
+    numbers."""
+    seeds = [result["seed"] for result in results]
+    rows = {(row,): [result["rows"][row] for result in results] for row in results[0]["rows"]}
+    notes = [f"Points with mixture probability >= {CONFIDENT} (scored and context), and the ACC of the scored "
+             "ones among them, per seed:", ""]
+    notes += [f"- {row}: " + "; ".join(f"seed {result['seed']} {result['confident'][row]['share']:.2%}, ACC "
+                                       f"{result['confident'][row]['scored_acc']:.4f}" for result in results)
+              for row in results[0]["confident"]]
     if "supervised" in results[0]:
-        table += ["", f"Not clustering: a {VOTERS}-nearest-neighbour vote of the training images with their true "
+        notes += ["", f"Not clustering: a {VOTERS}-nearest-neighbour vote of the training images with their true "
                   "labels, in the codes' space and in the layout, labels the scored images:", ""]
         for where in results[0]["supervised"]:
             acc, nmi = ([result["supervised"][where][name] for result in results] for name in ("acc", "nmi"))
-            table.append(f"- {where}: ACC {spread(acc)}, NMI {spread(nmi)} (worst seed {min(acc):.3f} / {min(nmi):.3f})")
-    return "\n".join(table + [""])
+            notes.append(f"- {where}: ACC {common.spread(acc)}, NMI {common.spread(nmi)} "
+                         f"(worst seed {min(acc):.3f} / {min(nmi):.3f})")
+    return common.summary("Refinements of the clustering embedding's mixture", command, split, seeds, ("row",),
+                          rows, notes)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, required=True, help="a folder of benchmarks/epochs.py's seed-N.keras")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
-    parser.add_argument("--out", type=Path, default=Path("refine"), help="folder for the results (default: refine)")
-    parser.add_argument("flags", nargs="*", help="the models' flags for autoencoder_mnist.py, after --")
-    args = parser.parse_args()
+    arguments = common.parser(__doc__.split("\n\n")[0], out="refine", jobs=False)
+    arguments.add_argument("--models", type=Path, required=True,
+                           help="a folder of benchmarks/epochs.py's seed-N.keras")
+    args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
     models = {seed: args.models / f"seed-{seed}.keras" for seed in args.seeds}
     missing = [str(path) for path in models.values() if not path.is_file()]
     if missing:
-        parser.error(f"no model {', '.join(missing)}: train them with benchmarks/epochs.py --out {args.models}")
-    base = autoencoder_mnist.parse_config(args.flags)  # a bad flag stops here
+        arguments.error(f"no model {', '.join(missing)}: train them with benchmarks/epochs.py --out {args.models}")
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:
         saved = args.out / f"seed-{seed}.json"
         if not saved.is_file():
-            try:
+            with common.bad_input_exits():
                 result = refine_seed(replace(base, seed=seed), models[seed])
-            except autoencoder_mnist.InputError as error:  # bad data: the script's one line, status 2
-                print(f"error: {error}", file=sys.stderr)
-                sys.exit(2)
             saved.write_text(json.dumps(result, indent=1))
             print(f"seed {seed}: " + "; ".join(f"{row} ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
                                                for row, scores in result["rows"].items()), flush=True)

@@ -1,12 +1,34 @@
-"""Every bad input: exit status 2, one line on stderr naming the problem and the fix, nothing written."""
+"""Every bad input: exit status 2, one line on stderr naming the problem and the fix, nothing written.
+
+Each case calls the script's main() in this process, as the command does, for it fails before the
+stack is imported; a few run the command itself, to show that the process says the same."""
 import json
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import autoencoder_mnist as am
 from conftest import SCRIPT, run_script
+
+
+@pytest.fixture
+def refuse(capsys):
+    """Run main() with the given flags; returns what the command would: exit status, stdout, stderr."""
+    def run(*args):
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            status = am.main(list(map(str, args)))
+        except SystemExit as stop:  # argparse's own exit on a bad flag
+            status = stop.code
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+    return run
 
 
 def good_arrays():
@@ -88,18 +110,18 @@ def assert_refused(finished, words, out):
 
 
 @pytest.mark.parametrize("name", BAD_DATA)
-def test_bad_data_file_is_refused(name, tmp_path):
+def test_bad_data_file_is_refused(name, tmp_path, refuse):
     make, words = BAD_DATA[name]
     (tmp_path / "data").mkdir()
     path = make(tmp_path / "data" / "digits.npz")
     out = tmp_path / "results"
-    assert_refused(run_script("--data", path, "--out", out), words, out)
+    assert_refused(refuse("--data", path, "--out", out), words, out)
 
 
-def test_validation_split_larger_than_half_the_training_set_is_refused(tmp_path):
+def test_validation_split_larger_than_half_the_training_set_is_refused(tmp_path, refuse):
     path = npz_with()(tmp_path / "digits.npz")  # 300 training images cannot spare 200 for validation
     out = tmp_path / "results"
-    assert_refused(run_script("--data", path, "--evaluate-on", "validation", "--out", out), "too few to hold out", out)
+    assert_refused(refuse("--data", path, "--evaluate-on", "validation", "--out", out), "too few to hold out", out)
 
 
 BAD_FLAGS = {
@@ -120,52 +142,60 @@ BAD_FLAGS = {
     "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
     "context images that are already scored": (["--evaluate-on", "train+test", "--embed-train"],
                                                 "--evaluate-on train+test already scores them; drop --embed-train"),
+    "unknown recipe": (["--recipe", "best"], "invalid choice: 'best'"),
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }
 
 
 @pytest.mark.parametrize("name", BAD_FLAGS)
-def test_bad_flag_is_refused(name, tmp_path):
+def test_bad_flag_is_refused(name, tmp_path, refuse):
     flags, words = BAD_FLAGS[name]
+    out = tmp_path / "results"
+    assert_refused(refuse(*flags, "--out", out), words, out)
+
+
+@pytest.mark.parametrize("flags, words", [(["--epoch", "2"], "unrecognized arguments"),
+                                          (["--data", "nowhere.npz"], "does not exist")])
+def test_the_command_itself_refuses_with_one_line(flags, words, tmp_path):
     out = tmp_path / "results"
     assert_refused(run_script(*flags, "--out", out), words, out)
 
 
-def test_out_that_is_a_file_is_refused(tmp_path):
+def test_out_that_is_a_file_is_refused(tmp_path, refuse):
     out = tmp_path / "results"
     out.write_text("not a folder")
-    finished = run_script("--out", out)
+    finished = refuse("--out", out)
     assert finished.returncode == 2 and "is a file; name a folder" in finished.stderr
     assert out.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("out", ["{file}/results", "/proc/autoencoder-results"])
-def test_out_that_cannot_be_written_is_refused(out, tmp_path):
+def test_out_that_cannot_be_written_is_refused(out, tmp_path, refuse):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    finished = run_script("--epochs", "1", "--out", out.format(file=blocker))
+    finished = refuse("--epochs", "1", "--out", out.format(file=blocker))
     assert_refused(finished, "cannot be written", Path(out.format(file=blocker)))
     assert finished.stderr.startswith("error: --out") and len(finished.stderr.strip().splitlines()) == 1
 
 
-def test_resume_with_other_flags_is_refused(tmp_path):
+def test_resume_with_other_flags_is_refused(tmp_path, refuse):
     out = tmp_path / "results"
     (out / ".checkpoint").mkdir(parents=True)
     (out / ".checkpoint" / "config.json").write_text('{"epochs": "3"}')
-    finished = run_script("--out", out, "--resume")
+    finished = refuse("--out", out, "--resume")
     assert_refused(finished, "the checkpoint in", out / "nothing")
     assert "was made with --epochs 3, this run has 20; rerun with the same flags" in finished.stderr
     assert sorted(path.name for path in out.iterdir()) == [".checkpoint"]
 
 
-def test_reuse_model_from_a_folder_without_a_finished_run_is_refused(tmp_path):
+def test_reuse_model_from_a_folder_without_a_finished_run_is_refused(tmp_path, refuse):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "results"
-    assert_refused(run_script("--reuse-model", tmp_path / "empty", "--out", out), "holds no finished run", out)
+    assert_refused(refuse("--reuse-model", tmp_path / "empty", "--out", out), "holds no finished run", out)
 
 
-def test_reuse_model_trained_with_other_flags_is_refused(tmp_path):
+def test_reuse_model_trained_with_other_flags_is_refused(tmp_path, refuse):
     saved = tmp_path / "earlier"
     saved.mkdir()
     (saved / "autoencoder.keras").write_bytes(b"")
@@ -173,7 +203,7 @@ def test_reuse_model_trained_with_other_flags_is_refused(tmp_path):
               "batch_size": 256, "seed": 0}
     (saved / "metrics.json").write_text(json.dumps({"config": config, "history": {}, "timings": {}}))
     out = tmp_path / "results"
-    assert_refused(run_script("--reuse-model", saved, "--out", out), "made with --epochs 3, this run has 20", out)
+    assert_refused(refuse("--reuse-model", saved, "--out", out), "made with --epochs 3, this run has 20", out)
 
 
 def test_failed_download_says_how_to_use_data(tmp_path):

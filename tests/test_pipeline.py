@@ -1,6 +1,8 @@
 """End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume."""
 import json
 import math
+import os
+import resource
 import signal
 import subprocess
 import sys
@@ -9,6 +11,10 @@ import pytest
 
 import autoencoder_mnist as am
 from conftest import REPO, SCRIPT, SMALL, run_script, script_env, stderr_lines
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import epochs  # noqa: E402
+import refine  # noqa: E402
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
            "training_curves.png", "embeddings.png", "confusion.png"]
@@ -30,16 +36,21 @@ def rows_beyond(earlier, later):
 
 def stop_run(out, signum, at="epoch 1/2"):
     """Start the small run, send `signum` once a line of its output starts with `at` (by default: its
-    first epoch is reported), and return its exit status and its stderr lines."""
+    first epoch is reported), and return its exit status and its stderr lines. SIGINT goes to the run's
+    whole process group, worker processes and all, as a terminal's Ctrl-C does; SIGTERM to the run only,
+    as `kill` does."""
     # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
     # harness that starts this suite as a background job of a non-interactive shell (as CI may) leaves
     # SIGINT ignored, children inherit that, and Python then, rightly, ignores the signal too.
     process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if line.strip().startswith(at):
-            process.send_signal(signum)
+            if signum == signal.SIGINT:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
             break
     _, stderr = process.communicate(timeout=300)
     return process.returncode, stderr_lines(stderr)
@@ -97,18 +108,32 @@ def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
 
 
 def test_saved_autoencoder_loads_and_reconstructs(small_run):
-    code = ("import keras, numpy as np, sys; m = keras.saving.load_model(sys.argv[1]); "
-            "x = np.zeros((2, 28, 28, 1), 'float32'); y = m.predict(x, verbose=0); "
-            "print(y.shape, m.get_layer('encoder').output.shape)")
-    finished = subprocess.run([sys.executable, "-c", code, str(small_run / "autoencoder.keras")],
-                              capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
-    assert "(2, 28, 28, 1) (None, 7, 7, 32)" in finished.stdout
+    import keras
+    import numpy as np
+
+    autoencoder = keras.saving.load_model(small_run / "autoencoder.keras")
+    assert autoencoder.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 28, 28, 1)
+    assert tuple(autoencoder.get_layer("encoder").output.shape) == (None, 7, 7, 32)
 
 
-def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, tmp_path):
+def test_reused_model_scores_the_same_after_a_full_disk_kept_the_earlier_results(small_run, tmp_path):
     out = tmp_path / "rescored"
-    finished = run_script(*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out)
+    out.mkdir()
+    earlier = {name: (small_run / name).read_bytes() for name in OUTPUTS}
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out]
+    # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
+    # cannot be written. One line; the earlier results whole, nothing half-written beside them.
+    full = subprocess.run([sys.executable, str(SCRIPT), *map(str, flags)], capture_output=True, text=True,
+                          env=script_env(), timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10**5, 10**5)))
+    assert full.returncode == 1 and stderr_lines(full.stderr) == [
+        f"error: could not write autoencoder.keras (File too large); earlier results in {out}/ are untouched"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
+
+    finished = run_script(*flags)
     assert finished.returncode == 0, finished.stderr
     assert "epoch 1/2" not in finished.stdout and "load model done" in finished.stdout
     # The same model, the same seed: every row of the trained run again, then the two new rows.
@@ -121,7 +146,7 @@ def test_reused_model_scores_the_same_and_embed_train_adds_its_rows(small_run, t
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
 
 
-def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
+def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
     # A second process with the same seed trains epoch 1 afresh and, resumed, ends with every score of
     # the first run: this is also the suite's check that a seed reproduces a run.
     out = tmp_path / "results"
@@ -131,9 +156,10 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
         (out / name).write_bytes(content)
 
     status, lines = stop_run(out, signal.SIGTERM)
+    # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
     assert status == 143
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "1 of 2 epochs are saved: rerun with --resume" in lines[0]
+    assert "stopped by SIGTERM" in lines[0] and "1 of 2 epochs are saved: rerun with --resume" in lines[0]
     # The earlier run's results are whole, and nothing half-written lies beside them.
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
@@ -147,24 +173,14 @@ def test_interrupted_run_keeps_old_results_and_resume_finishes_the_same(small_ru
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
 
 
-def test_ctrl_c_in_training_stops_with_status_130_and_writes_nothing(tmp_path):
+def test_ctrl_c_while_the_workers_reduce_stops_every_process_and_writes_nothing(tmp_path):
+    # Stopping the worker pool once waited for ever on tasks still in its pipe; communicate's timeout
+    # in stop_run fails this test if the run hangs. The workers get Ctrl-C too, and stay silent.
     out = tmp_path / "results"
-    status, lines = stop_run(out, signal.SIGINT)
-    # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
+    status, lines = stop_run(out, signal.SIGINT, at="t-SNE to 2-D")
     assert status == 130
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by Ctrl-C" in lines[0] and "1 of 2 epochs are saved: rerun with --resume" in lines[0]
-    assert [path.name for path in out.iterdir()] == [".checkpoint"]
-
-
-def test_sigterm_while_the_workers_reduce_stops_the_run_and_writes_nothing(tmp_path):
-    # Stopping the worker pool once waited for ever on tasks still in its pipe; communicate's timeout
-    # in stop_run fails this test if the run hangs.
-    out = tmp_path / "results"
-    status, lines = stop_run(out, signal.SIGTERM, at="reducing and clustering")
-    assert status == 143
-    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by SIGTERM" in lines[0] and "training had finished" in lines[0]
+    assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0]
     assert [path.name for path in out.iterdir()] == [".checkpoint"]
 
 
@@ -189,15 +205,12 @@ def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
 
 
 def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script(small_run, tmp_path):
-    # Scored after epoch 1, stopped, and continued to epoch 2 in a second command: the model of epoch 2
-    # is the script's own 2-epoch model, so its validation BCE and clustering embedding's rows repeat.
-    benchmark = [sys.executable, str(REPO / "benchmarks" / "epochs.py"), "--seeds", "0", "--out", str(tmp_path)]
-    flags = ["--", *SMALL[2:]]  # the small sample, without --epochs
-    for counts in (["1"], ["1", "2"]):
-        finished = subprocess.run([*benchmark, "--at", *counts, *flags], capture_output=True, text=True,
-                                  env=script_env(), timeout=300)
-        assert finished.returncode == 0, finished.stderr
-    assert "continuing after epoch 1" in finished.stdout
+    # Scored after epoch 1, stopped, and continued to epoch 2 from the checkpoint by a second call, as a
+    # second command would: the model of epoch 2 is the script's own 2-epoch model, so its validation
+    # BCE and clustering embedding's rows repeat the script's. In this process: no second cold start.
+    config = am.parse_config(SMALL)
+    for counts in ([1], [1, 2]):
+        epochs.score_counts(config, counts, tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "seed-0.jsonl").read_text().splitlines()]
     assert [line["epochs"] for line in lines] == [1, 2]
     metrics = json.loads((small_run / "metrics.json").read_text())
@@ -206,13 +219,9 @@ def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script
                    if row["features"] == "latent" and row["reduction"] == "umap10"}
     for clusterer, row in lines[1]["rows"].items():
         assert row == pytest.approx({name: script_rows[clusterer][name] for name in row}, abs=1e-9)
-    assert "| 2 | umap10 | gmm |" in (tmp_path / "summary.md").read_text()
+    assert "| 2 | umap10 | gmm |" in epochs.summarise(lines, [0], "python benchmarks/epochs.py", "test")
     # The refinements benchmark starts from the saved model: its plain mixture row is the same row.
-    refined = subprocess.run([sys.executable, str(REPO / "benchmarks" / "refine.py"), "--models", str(tmp_path),
-                              "--seeds", "0", "--out", str(tmp_path / "refine"), *flags],
-                             capture_output=True, text=True, env=script_env(), timeout=300)
-    assert refined.returncode == 0, refined.stderr
-    rows = json.loads((tmp_path / "refine" / "seed-0.json").read_text())["rows"]
+    rows = refine.refine_seed(config, tmp_path / "seed-0.keras")["rows"]
     assert rows["gmm"] == pytest.approx({name: lines[1]["rows"]["gmm"][name] for name in ("ari", "nmi", "acc")},
                                         abs=1e-9)
     assert set(rows) == {"gmm", "self-trained", "ensemble gmm", "ensemble self-trained"}

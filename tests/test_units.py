@@ -1,6 +1,7 @@
 """Unit tests: the seed's architecture, the bottleneck, dense and noise options, the
 clustering accuracy, the data loader, and which seeds benchmarks/seeds.py runs."""
 import json
+import multiprocessing
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -139,15 +140,17 @@ def test_worker_processes_return_what_the_main_process_computes():
     features = (rng.normal(size=(120, 6)) + 4 * labels[:, None]).astype(np.float32)
     config = am.Config(pca_dims=0)
     spaces, _ = am.prepare_spaces("pixels", features, ("none", "pca"), config)
-    results, worker_peak_mb = am.reduce_and_cluster(spaces, labels, 3, config)
-    assert len(results) == 2 and worker_peak_mb > 100  # a worker imports the whole stack
-    for space, (embedding, _, clusterings) in zip(spaces, results):
+    clusterings, worker_peak_mb = am.reduce_and_cluster(spaces, labels, config)
+    assert [(c.features, c.reduction, c.clusterer) for c in clusterings] == [("pixels", "none", "kmeans"),
+                                                                            ("pixels", "pca", "kmeans")]
+    assert worker_peak_mb > 100  # a worker imports umap-learn, numba and scikit-learn
+    for space, clustering in zip(spaces, clusterings):
         expected = am.embed(space, config)
-        assert np.allclose(embedding, expected, atol=1e-5)
-        clusters, scores = clusterings["kmeans"]
+        assert np.allclose(clustering.embedding, expected, atol=1e-5)
         direct_clusters, direct_scores = am.cluster_and_score(expected, labels, 3, config.seed)
-        assert np.array_equal(clusters, direct_clusters) and scores == pytest.approx(direct_scores)
-    assert results[0][2]["kmeans"][1]["acc"] == 1.0  # the three well-separated blobs, found
+        assert np.array_equal(clustering.clusters, direct_clusters)
+        assert clustering.scores == pytest.approx(direct_scores)
+    assert clusterings[0].scores["acc"] == 1.0  # the three well-separated blobs, found
 
 
 def report_peak_memory(_):
@@ -158,7 +161,7 @@ def report_peak_memory(_):
 def test_a_worker_process_reports_its_own_peak_memory_not_the_main_processs():
     # getrusage would report a spawned process's peak as at least the main process's size when it started.
     ballast = np.ones(400_000_000 // 8)  # 400 MB, touched
-    with am.multiprocessing.get_context("spawn").Pool(1) as pool:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
         worker_mb = pool.map(report_peak_memory, [0])[0]
     assert am.peak_memory_mb() > 400 and worker_mb < 200, (am.peak_memory_mb(), worker_mb)
     del ballast
@@ -257,15 +260,23 @@ def test_an_interrupt_offers_resume_only_for_saved_epochs(tmp_path):
     assert am.saved_training(am.Config(out=tmp_path, epochs=3, reuse_model=tmp_path)) == ""
 
 
-def test_resume_takes_a_flag_missing_from_an_older_checkpoint_as_its_default(tmp_path):
+def test_a_flag_missing_from_an_older_checkpoint_counts_as_its_default():
     # A checkpoint written before --architecture existed has no entry for it; it was made with conv.
-    checkpoint = tmp_path / "results" / ".checkpoint"
-    checkpoint.mkdir(parents=True)
     older = {key: str(value) for key, value in am.config_record(am.Config()).items()
              if key in am.TRAINING_FLAGS and key != "architecture"}
-    (checkpoint / "config.json").write_text(json.dumps(older))
-    staging, _ = am.prepare_folders(am.Config(out=tmp_path / "results", resume=True))
-    assert staging.is_dir()
-    (checkpoint / "config.json").write_text(json.dumps(older))
+    am.require_same_training(older, am.Config(resume=True), "the checkpoint", "")
     with pytest.raises(am.InputError, match="was made with --architecture conv, this run has dense"):
-        am.prepare_folders(am.Config(out=tmp_path / "results", resume=True, architecture="dense", bottleneck=10))
+        am.require_same_training(older, am.Config(architecture="dense", bottleneck=10), "the checkpoint", "")
+
+
+def test_a_recipe_sets_its_flags_and_flags_beside_it_win():
+    seed = am.parse_config([])
+    assert seed.recipe == "seed" and seed == am.Config()
+    headline = am.parse_config(["--recipe", "headline"])
+    assert (headline.architecture, headline.bottleneck, headline.noise, headline.epochs, headline.embed_train) == (
+        "dense", 10, 0.2, 50, True)
+    assert am.parse_config(["--recipe", "headline", "--epochs", "3"]).epochs == 3
+    # Under train+test every image is scored already: the recipe's training context is left out.
+    transductive = am.parse_config(["--recipe", "headline", "--evaluate-on", "train+test"])
+    assert not transductive.embed_train and transductive.architecture == "dense"
+    assert am.recipe_flags("headline") == "--architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train"
