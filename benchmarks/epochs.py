@@ -73,7 +73,7 @@ def summarise(lines: list[dict], seeds: list[int], command: str, split: str) -> 
           for count in counts}
     rows = {(count, runs[0]["reduction"], clusterer): [run["rows"][clusterer] for run in runs]
             for count, runs in at.items() for clusterer in runs[0]["rows"]}
-    notes = [f"After {count} epochs: {split} BCE {common.spread([run['val_bce'] for run in runs], 4)}, "
+    notes = [f"Epochs {count}: {split} BCE {common.spread([run['val_bce'] for run in runs], 4)}, "
              f"{statistics.mean(run['training_seconds'] for run in runs):,.0f} s of training" for count, runs in at.items()]
     return common.summary("Clustering after each count of epochs", command, split, seeds,
                           ("epochs", "reduction", "clusterer"), rows, notes)

@@ -34,6 +34,15 @@ def rows_beyond(earlier, later):
     return rows[len(earlier_rows):]
 
 
+def earlier_results(run, out):
+    """A folder `out` holding a copy of a finished run's outputs, and those outputs' bytes by name."""
+    out.mkdir()
+    earlier = {name: (run / name).read_bytes() for name in OUTPUTS}
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+    return out, earlier
+
+
 def stop_run(out, signum, at="epoch 1/2"):
     """Start the small run, send `signum` once a line of its output starts with `at` (by default: its
     first epoch is reported), and return its exit status and its stderr lines. SIGINT goes to the run's
@@ -117,11 +126,7 @@ def test_saved_autoencoder_loads_and_reconstructs(small_run):
 
 
 def test_reused_model_scores_the_same_after_a_full_disk_kept_the_earlier_results(small_run, tmp_path):
-    out = tmp_path / "rescored"
-    out.mkdir()
-    earlier = {name: (small_run / name).read_bytes() for name in OUTPUTS}
-    for name, content in earlier.items():
-        (out / name).write_bytes(content)
+    out, earlier = earlier_results(small_run, tmp_path / "rescored")
     flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
     # cannot be written. One line; the earlier results whole, nothing half-written beside them.
@@ -149,11 +154,7 @@ def test_reused_model_scores_the_same_after_a_full_disk_kept_the_earlier_results
 def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
     # A second process with the same seed trains epoch 1 afresh and, resumed, ends with every score of
     # the first run: this is also the suite's check that a seed reproduces a run.
-    out = tmp_path / "results"
-    out.mkdir()
-    earlier = {name: (small_run / name).read_bytes() for name in OUTPUTS}
-    for name, content in earlier.items():
-        (out / name).write_bytes(content)
+    out, earlier = earlier_results(small_run, tmp_path / "results")
 
     status, lines = stop_run(out, signal.SIGTERM)
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).

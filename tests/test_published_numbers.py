@@ -1,0 +1,46 @@
+"""One source for every published number: the README's tables and the docstring's headline sentence
+repeat the summary files that benchmarks/seeds.py wrote, cell for cell."""
+import re
+
+import autoencoder_mnist as am
+from conftest import REPO
+
+SOURCE = re.compile(r"\]\((docs/results/[^)]+\.md)\)")
+
+
+def summary(path):
+    """A summary file's seeds and its rows: {(features, reduction, clusterer): {column: cell}}."""
+    lines = (REPO / path).read_text().splitlines()
+    seeds = [int(seed) for seed in re.search(r"over seeds ([\d, ]+)", lines[0]).group(1).split(", ")]
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
+    header, rows = table[0], table[1:]
+    return seeds, {tuple(row[:3]): dict(zip(header, row)) for row in rows}
+
+
+def worst_seed(row):
+    """The worst seed's ACC / NMI as the summary gives it; older summaries list only each seed's ACC."""
+    if "worst seed's ACC / NMI" in row:
+        return row["worst seed's ACC / NMI"]
+    per_seed = next(cell for column, cell in row.items() if column.startswith("ACC per seed"))
+    return f"{min(float(value) for value in per_seed.split(' / ')):.3f} / —"
+
+
+def test_readme_tables_repeat_their_summaries():
+    lines = [line for line in (REPO / "README.md").read_text().splitlines()
+             if line.startswith("| ") and SOURCE.search(line)]
+    assert len(lines) >= 7
+    for line in lines:
+        cells = [cell.strip().replace("**", "") for cell in line.strip("|").split("|")]
+        seeds, rows = summary(SOURCE.search(line).group(1))
+        row = rows[tuple(cells[1].split(", "))]
+        assert cells[2] == f"{seeds[0]}-{seeds[-1]}" and seeds == list(range(seeds[0], seeds[-1] + 1)), line
+        assert (cells[3], cells[4]) == (row["ACC"], row["NMI"]), line
+        assert cells[5] == worst_seed(row), line
+
+
+def test_the_docstring_states_the_headline_row_of_its_summary():
+    stated = re.search(r"ACC (\d\.\d{3}) / NMI (\d\.\d{3}), the mean of seeds (\d+)-(\d+)", " ".join(am.__doc__.split()))
+    assert stated, "the docstring's headline sentence moved; keep it checked here"
+    seeds, rows = summary("docs/results/headline/summary.md")
+    row = rows["latent", "umap10+train", "gmm"]
+    assert stated.groups() == (row["ACC"].split(" +- ")[0], row["NMI"].split(" +- ")[0], str(seeds[0]), str(seeds[-1]))
