@@ -6,13 +6,15 @@ one word: `-- --recipe headline`) and calls the script's functions for every sta
 """
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -23,12 +25,14 @@ SCORES = ("acc", "nmi", "ari")
 
 
 def parser(description: str, out: str, jobs: bool = True) -> argparse.ArgumentParser:
-    """The arguments every benchmark takes: --seeds, --jobs (where seeds run in processes of their
-    own), --out, and the script's flags after `--`."""
+    """The arguments every benchmark takes: --seeds, --out, the script's flags after `--`, and --jobs
+    where seeds run in processes of their own, or else --models (see on_saved_models)."""
     arguments = argparse.ArgumentParser(description=description, allow_abbrev=False)
     arguments.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
     if jobs:
         arguments.add_argument("--jobs", type=int, default=1, help="seeds run at once (default: 1)")
+    else:  # the benchmarks that score the models benchmarks/epochs.py saved, one seed after another
+        arguments.add_argument("--models", type=Path, required=True, help="a folder of benchmarks/epochs.py's seed-N.keras")
     arguments.add_argument("--out", type=Path, default=Path(out), help=f"folder for the runs (default: {out})")
     arguments.add_argument("flags", nargs="*", help="flags for autoencoder_mnist.py, after --")
     return arguments
@@ -43,6 +47,26 @@ def parse(arguments: argparse.ArgumentParser, own: tuple[str, ...]) -> tuple[arg
     if any(flag.startswith(own) for flag in args.flags):
         arguments.error(f"{', '.join(own)} are this command's to set: give --seeds and --out to it, not to the script")
     return args, am.parse_config(args.flags)
+
+
+def on_saved_models(arguments: argparse.ArgumentParser, args: argparse.Namespace, base: am.Config,
+                    score: Callable[[am.Config, Path], dict]) -> list[dict]:
+    """score(config, model) for each seed's model that benchmarks/epochs.py saved in --models, once:
+    OUT/seed-N.json keeps a seed's result, and a seed whose file exists is not run again."""
+    models = {seed: args.models / f"seed-{seed}.keras" for seed in args.seeds}
+    missing = [str(path) for path in models.values() if not path.is_file()]
+    if missing:
+        arguments.error(f"no model {', '.join(missing)}: train them with benchmarks/epochs.py --out {args.models}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in args.seeds:
+        saved = args.out / f"seed-{seed}.json"
+        if not saved.is_file():
+            with bad_input_exits():
+                result = score(replace(base, seed=seed), models[seed])
+            saved.write_text(json.dumps(result, indent=1))
+        results.append(json.loads(saved.read_text()))
+    return results
 
 
 def run_seeds(commands: dict[int, list[str]], jobs: int, logs: dict[int, Path] | None = None) -> None:

@@ -26,7 +26,6 @@ Each seed's rows go to OUT/seed-N.json, with the share of confident points and t
 gives each row's ACC and NMI as mean +- sample std over the seeds, with the worst seed. One process,
 one thread for the linear algebra and UMAP, as in the script's workers.
 """
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -88,6 +87,8 @@ def refine_seed(config: am.Config, model: Path) -> dict:
         result["supervised"] = {
             where: am.label_scores(labels, vote(points[n_scored:], data.y_train, points[:n_scored]))
             for where, points in (("codes", space.points), ("layout", layouts[0]))}
+    print(f"seed {config.seed}: " + "; ".join(f"{row} ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
+                                              for row, scores in rows.items()), flush=True)
     return result
 
 
@@ -114,24 +115,8 @@ def summarise(results: list[dict], command: str, split: str) -> str:
 
 def main() -> None:
     arguments = common.parser(__doc__.split("\n\n")[0], out="refine", jobs=False)
-    arguments.add_argument("--models", type=Path, required=True,
-                           help="a folder of benchmarks/epochs.py's seed-N.keras")
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
-    models = {seed: args.models / f"seed-{seed}.keras" for seed in args.seeds}
-    missing = [str(path) for path in models.values() if not path.is_file()]
-    if missing:
-        arguments.error(f"no model {', '.join(missing)}: train them with benchmarks/epochs.py --out {args.models}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for seed in args.seeds:
-        saved = args.out / f"seed-{seed}.json"
-        if not saved.is_file():
-            with common.bad_input_exits():
-                result = refine_seed(replace(base, seed=seed), models[seed])
-            saved.write_text(json.dumps(result, indent=1))
-            print(f"seed {seed}: " + "; ".join(f"{row} ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
-                                               for row, scores in result["rows"].items()), flush=True)
-        results.append(json.loads(saved.read_text()))
+    results = common.on_saved_models(arguments, args, base, refine_seed)
     summary = summarise(results, " ".join(["python", "benchmarks/refine.py", *sys.argv[1:]]), base.evaluate_on)
     (args.out / "summary.md").write_text(summary)
     print(summary)

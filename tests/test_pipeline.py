@@ -15,6 +15,7 @@ from conftest import REPO, SCRIPT, SMALL, run_script, script_env, stderr_lines
 sys.path.insert(0, str(REPO / "benchmarks"))
 import epochs  # noqa: E402
 import refine  # noqa: E402
+import selflabel  # noqa: E402
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
            "training_curves.png", "embeddings.png", "confusion.png"]
@@ -227,3 +228,7 @@ def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script
                                         abs=1e-9)
     assert set(rows) == {"gmm", "self-trained", "ensemble gmm", "ensemble self-trained"}
     assert all(0 < scores["acc"] <= 1 for scores in rows.values())
+    # The self-labelling benchmark on the same model: a line per round, the first from the mixture's targets.
+    rounds = selflabel.self_label_seed(config, tmp_path / "seed-0.keras", rounds=2, epochs=1, augment=True)["rounds"]
+    assert [line["round"] for line in rounds] == [1, 2] and all(0 < line["acc"] <= 1 for line in rounds)
+    assert all(0 <= line["changed"] <= 1 for line in rounds)
