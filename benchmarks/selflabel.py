@@ -19,6 +19,9 @@ For each seed:
 3. --rounds rounds of --epochs epochs: the first learns the mixture's clusters, each later one the
    classifier's own assignments of the clean training images.
 
+With --pretrain-epochs N the autoencoder first trains on for N epochs on shifted and rotated training
+images, each reconstructing its shifted image (DEC-DA's pretraining), a fresh draw every epoch.
+
 After each round the scored images are assigned by the classifier and scored (ACC, NMI, ARI); the
 line also gives the share of training images whose assignment changed in that round, a stop signal that
 needs no label. OUT/seed-N.json keeps the rounds (a seed whose file exists is not run again);
@@ -49,31 +52,52 @@ def targets(encoder, data: am.Dataset, config: am.Config) -> np.ndarray:
         return am.clusterer_model("gmm", len(np.unique(data.y_test)), config.seed).fit_predict(embedding)
 
 
+def augmenter():
+    """Layers that shift and rotate images (n, 28, 28, 1), afresh on every call in training."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant"),
+                             layers.RandomRotation(ROTATION, fill_mode="constant")], name="augment")
+
+
+def pretrain_augmented(autoencoder, data: am.Dataset, config: am.Config, epochs: int) -> None:
+    """Train the autoencoder on for `epochs` epochs on shifted and rotated training images, a fresh draw
+    each epoch, each reconstructing its shifted image (DEC-DA's pretraining), with a new Adam."""
+    autoencoder.compile(optimizer="adam", loss="binary_crossentropy")
+    augment = augmenter()
+    for _ in range(epochs):
+        shifted = np.concatenate([augment(batch, training=True) for batch in np.array_split(data.x_train, 50)])
+        autoencoder.fit(shifted, shifted, batch_size=config.batch_size, shuffle=True, verbose=0)
+
+
 def classifier(encoder, n_clusters: int, augment: bool):
     """The encoder with a softmax layer on its code; in training, its input shifted and rotated."""
     import keras
     from keras import layers
 
     image = keras.Input(shape=(*am.IMAGE_SHAPE, 1), name="image")
-    x = image
-    if augment:
-        x = layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant")(x)
-        x = layers.RandomRotation(ROTATION, fill_mode="constant")(x)
-    code = layers.Flatten()(encoder(x))
+    code = layers.Flatten()(encoder(augmenter()(image) if augment else image))
     return keras.Model(image, layers.Dense(n_clusters, activation="softmax")(code), name="classifier")
 
 
-def self_label_seed(config: am.Config, model: Path, rounds: int, epochs: int, augment: bool) -> dict:
+def self_label_seed(config: am.Config, model: Path, rounds: int, epochs: int, augment: bool,
+                    pretrain_epochs: int = 0) -> dict:
     """One seed's rounds: after each, the scored images' scores and the share of changed assignments."""
     data = common.load_for_seed(config)
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    encoder = keras.saving.load_model(model).get_layer("encoder")
+    autoencoder = keras.saving.load_model(model)
+    start = time.perf_counter()
+    pretrain_augmented(autoencoder, data, config, pretrain_epochs)
+    pretraining = round(time.perf_counter() - start, 1)
+    encoder = autoencoder.get_layer("encoder")
     start = time.perf_counter()
     labels = targets(encoder, data, config)
-    result = {"seed": config.seed, "targets": {"seconds": round(time.perf_counter() - start, 1),
-                                               "train": am.label_scores(data.y_train, labels)}, "rounds": []}
+    result = {"seed": config.seed, "pretraining_seconds": pretraining,
+              "targets": {"seconds": round(time.perf_counter() - start, 1),
+                          "train": am.label_scores(data.y_train, labels)}, "rounds": []}
     n_clusters = len(np.unique(data.y_test))
     network = classifier(encoder, n_clusters, augment)
     steps = rounds * epochs * -(-len(data.x_train) // config.batch_size)
@@ -98,11 +122,13 @@ def main() -> None:
     arguments.add_argument("--rounds", type=int, default=3, help="rounds of self-labelling (default: 3)")
     arguments.add_argument("--epochs", type=int, default=4, help="epochs per round (default: 4)")
     arguments.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+    arguments.add_argument("--pretrain-epochs", type=int, default=0, help=(
+        "first train the autoencoder on for N epochs on shifted and rotated images (default: 0)"))
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
-    if args.rounds < 1 or args.epochs < 1:
-        arguments.error("--rounds and --epochs must be 1 or more")
+    if args.rounds < 1 or args.epochs < 1 or args.pretrain_epochs < 0:
+        arguments.error("--rounds and --epochs must be 1 or more, --pretrain-epochs 0 or more")
     results = common.on_saved_models(arguments, args, base, lambda config, model: self_label_seed(
-        config, model, args.rounds, args.epochs, not args.no_augment))
+        config, model, args.rounds, args.epochs, not args.no_augment, args.pretrain_epochs))
     rows = {(result_round["round"],): [result["rounds"][index] for result in results]
             for index, result_round in enumerate(results[0]["rounds"])}
     notes = ["Targets' ACC on the training images (a diagnostic; training never sees a label): "
