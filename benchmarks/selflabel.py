@@ -71,18 +71,21 @@ def pretrain_augmented(autoencoder, data: am.Dataset, config: am.Config, epochs:
         autoencoder.fit(shifted, shifted, batch_size=config.batch_size, shuffle=True, verbose=0)
 
 
-def classifier(encoder, n_clusters: int, augment: bool):
-    """The encoder with a softmax layer on its code; in training, its input shifted and rotated."""
+def classifier(encoder, n_clusters: int, augment: bool, network: str = "encoder"):
+    """The encoder (or, with network "conv", a fresh copy of the seed's convolutional encoder) with a
+    softmax layer on its code; in training, its input shifted and rotated."""
     import keras
     from keras import layers
 
     image = keras.Input(shape=(*am.IMAGE_SHAPE, 1), name="image")
+    if network == "conv":
+        encoder = am.build_conv(keras.Input(shape=(*am.IMAGE_SHAPE, 1)), 0)[0]
     code = layers.Flatten()(encoder(augmenter()(image) if augment else image))
     return keras.Model(image, layers.Dense(n_clusters, activation="softmax")(code), name="classifier")
 
 
 def self_label_seed(config: am.Config, model: Path, rounds: int, epochs: int, augment: bool,
-                    pretrain_epochs: int = 0) -> dict:
+                    pretrain_epochs: int = 0, network: str = "encoder") -> dict:
     """One seed's rounds: after each, the scored images' scores and the share of changed assignments."""
     data = common.load_for_seed(config)
     import keras
@@ -99,7 +102,7 @@ def self_label_seed(config: am.Config, model: Path, rounds: int, epochs: int, au
               "targets": {"seconds": round(time.perf_counter() - start, 1),
                           "train": am.label_scores(data.y_train, labels)}, "rounds": []}
     n_clusters = len(np.unique(data.y_test))
-    network = classifier(encoder, n_clusters, augment)
+    network = classifier(encoder, n_clusters, augment, network)
     steps = rounds * epochs * -(-len(data.x_train) // config.batch_size)
     network.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
                     loss="sparse_categorical_crossentropy")
@@ -124,11 +127,13 @@ def main() -> None:
     arguments.add_argument("--no-augment", action="store_true", help="train on the images as they are")
     arguments.add_argument("--pretrain-epochs", type=int, default=0, help=(
         "first train the autoencoder on for N epochs on shifted and rotated images (default: 0)"))
+    arguments.add_argument("--network", choices=("encoder", "conv"), default="encoder", help=(
+        "train the pretrained encoder, or a fresh copy of the seed's convolutional encoder (default: encoder)"))
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
     if args.rounds < 1 or args.epochs < 1 or args.pretrain_epochs < 0:
         arguments.error("--rounds and --epochs must be 1 or more, --pretrain-epochs 0 or more")
     results = common.on_saved_models(arguments, args, base, lambda config, model: self_label_seed(
-        config, model, args.rounds, args.epochs, not args.no_augment, args.pretrain_epochs))
+        config, model, args.rounds, args.epochs, not args.no_augment, args.pretrain_epochs, args.network))
     rows = {(result_round["round"],): [result["rounds"][index] for result in results]
             for index, result_round in enumerate(results[0]["rounds"])}
     notes = ["Targets' ACC on the training images (a diagnostic; training never sees a label): "
