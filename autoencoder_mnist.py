@@ -7,7 +7,8 @@ through the same clustering, so the table shows what the autoencoder adds. The d
 recipe, a small convolutional autoencoder. `--recipe headline` (N2D's dense autoencoder trained with
 input noise, and a 10-d UMAP fitted with the training codes as context, each chosen on a validation
 split) clusters the held-out test images at ACC 0.973 / NMI 0.931, the mean of seeds 0-4 (README.md).
-Every output of a run lands in one folder (`--out`, default `results/`).
+`--recipe self-label` then trains a copy of its encoder for clustering, on the training images alone
+(`--self-label`). Every output of a run lands in one folder (`--out`, default `results/`).
 
 Commands:
     # the seed's recipe: 20 epochs on all 60,000 training images, scored on the 10,000 test images
@@ -17,6 +18,8 @@ Commands:
     # the headline recipe, and the same over seeds 0 to 4 (the README's table)
     python autoencoder_mnist.py --recipe headline --out headline
     python benchmarks/seeds.py --seeds 0 1 2 3 4 --jobs 2 -- --recipe headline
+    # the headline recipe, then its encoder trained for clustering
+    python autoencoder_mnist.py --recipe self-label --out self-label
     # choose on a validation split; the deep-clustering papers' transductive protocol
     python autoencoder_mnist.py --recipe headline --evaluate-on validation
     python autoencoder_mnist.py --recipe headline --evaluate-on train+test
@@ -75,6 +78,8 @@ MIN_TEST_IMAGES = 100
 # Model: --architecture dense is N2D's fully connected encoder (McConville et al.), 784 -> these -> the
 # code; the decoder mirrors it.
 DENSE_WIDTHS = (500, 500, 2000)
+# --augment: DEC-DA's shifts (a fraction of the width and of the height) and rotations (of a full turn).
+SHIFT, ROTATION = 0.1, 10 / 360
 # Reduce: which reductions each kind of features goes through; pixels are the baseline. The 2-D ones are
 # the seed's (and the plots'); "umap10" is an embedding for clustering only: UMAP to 10-d, min_dist 0.
 # --embed-train adds "umap10+train" to the codes' list: the same embedding, fitted with training codes.
@@ -107,15 +112,14 @@ class WriteError(OSError):
 # Config
 # ----------------------------------------------------------------------------------------------------
 
-# Named sets of flags. "seed" is the seed's recipe (every default); "headline" was chosen on the
-# validation split (docs/EXPERIMENTS.md). Flags given beside --recipe override its values.
-RECIPES = {
-    "seed": {},
-    "headline": {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50, "embed_train": True},
-}
+# Named sets of flags. "seed" is the seed's recipe (every default); "headline" and "self-label" (the
+# headline recipe, then its encoder trained for clustering) were chosen on the validation split
+# (docs/EXPERIMENTS.md). Flags given beside --recipe override its values.
+HEADLINE = {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50, "embed_train": True}
+RECIPES = {"seed": {}, "headline": HEADLINE, "self-label": {**HEADLINE, "self_label": 3}}
 # The flags that decide which model training makes; --resume and --reuse-model check them.
 TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs", "batch_size", "noise",
-                  "seed")
+                  "augment", "seed")
 
 
 def flag_of(name: str) -> str:
@@ -154,8 +158,8 @@ class Config:
 
     recipe: str = field(default="seed", metadata={"parse": str, "choices": tuple(RECIPES), "help": (
         "a named set of the flags below: seed, the seed's recipe (every default); headline, "
-        f"{recipe_flags('headline')} (its --embed-train is left out under --evaluate-on train+test). "
-        "Flags given beside it win (default: seed)")})
+        f"{recipe_flags('headline')}; self-label, {recipe_flags('self-label')} (a recipe's --embed-train is "
+        "left out under --evaluate-on train+test). Flags given beside it win (default: seed)")})
     # Data
     data: Path | None = field(default=None, metadata={"parse": Path, "metavar": "PATH", "help": (
         "a local .npz in Keras' mnist.npz layout (default: the bundled data/mnist.npz)")})
@@ -180,6 +184,9 @@ class Config:
     batch_size: int = field(default=256, metadata={"parse": at_least(1), "help": "images per step (default: 256)"})
     noise: float = field(default=0.0, metadata={"parse": at_least(0, float), "metavar": "SIGMA", "help": (
         "denoising: Gaussian noise of this standard deviation on the training input only (default: 0)")})
+    augment: bool = field(default=False, metadata={"help": (
+        "train on each image shifted by up to 10%% of its width and height and rotated by up to 10 degrees, "
+        "afresh every epoch, reconstructing the shifted image (DEC-DA's augmentation) (default: off)")})
     reuse_model: Path | None = field(default=None, metadata={"parse": Path, "metavar": "FOLDER", "help": (
         "score the model a finished run saved in FOLDER instead of training; its data and training flags ("
         + ", ".join(map(flag_of, TRAINING_FLAGS)) + ") must be given and match (default: off)")})
@@ -195,6 +202,14 @@ class Config:
     embed_train: bool = field(default=False, metadata={"help": (
         "add rows umap10+train: the 10-d UMAP fitted with the training codes as unlabelled context "
         "(default: off)")})
+    # Train for clustering: a stage after pretraining, off unless asked for
+    self_label: int = field(default=0, metadata={"parse": at_least(0), "metavar": "ROUNDS", "help": (
+        "after pretraining, train a copy of the encoder, with a softmax layer, for clustering: ROUNDS rounds "
+        "of self-labelling on shifted and rotated training images, the first learning the Gaussian mixture's "
+        "clusters of the training codes in umap10, each later one the previous round's assignments; adds "
+        "the row latent + self-label + softmax (default: 0, off)")})
+    self_label_epochs: int = field(default=4, metadata={"parse": at_least(1), "help": (
+        "epochs per round of --self-label (default: 4)")})
     # Run
     seed: int = field(default=0, metadata={"parse": at_least(0), "help": (
         "seed for sampling, weights, shuffling and every estimator (default: 0)")})
@@ -482,6 +497,34 @@ def build_dense(image: keras.KerasTensor, bottleneck: int) -> tuple[keras.Model,
 # ----------------------------------------------------------------------------------------------------
 
 
+def augmenter() -> keras.Sequential:
+    """Layers that shift and rotate images (n, 28, 28, 1) at random, afresh on every call in training;
+    what the shifts uncover is black, as MNIST's background."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant"),
+                             layers.RandomRotation(ROTATION, fill_mode="constant")], name="augment")
+
+
+def training_batches(images: np.ndarray, config: Config) -> dict:
+    """fit()'s training data: the images as input and target, or with --augment a tf.data pipeline whose
+    batches are shifted and rotated afresh every epoch, each input its own target."""
+    if not config.augment:
+        return {"x": images, "y": images, "batch_size": config.batch_size, "shuffle": True}
+    import tensorflow as tf
+
+    augment = augmenter()
+
+    def pair(batch):
+        shifted = augment(batch, training=True)
+        return shifted, shifted
+
+    batches = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=config.seed)
+    # shuffle=False: the pipeline shuffles itself, anew each epoch; fit() would only warn that it can't.
+    return {"x": batches.batch(config.batch_size).map(pair).prefetch(tf.data.AUTOTUNE), "shuffle": False}
+
+
 def train(autoencoder: keras.Model, data: Dataset, config: Config,
           checkpoint_dir: Path) -> dict[str, list[float]]:
     """Fit the autoencoder to reproduce its input; returns loss, val_loss and images/s per epoch.
@@ -498,8 +541,7 @@ def train(autoencoder: keras.Model, data: Dataset, config: Config,
     try:
         with signals_deferred() as stop_if_signalled:
             autoencoder.fit(
-                data.x_train, data.x_train,
-                epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
+                **training_batches(data.x_train, config), epochs=config.epochs,
                 validation_data=(data.x_test, data.x_test), verbose=0,
                 # In this order: an epoch's line on the terminal means the epoch is saved and logged.
                 callbacks=[keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup"), delete_checkpoint=False),
@@ -745,17 +787,22 @@ def cluster_and_score(points: np.ndarray, labels: np.ndarray, n_clusters: int, s
     """Cluster points (n, d) with `clusterer_model`; returns the labelled points' clusters (len(labels),)
     and their silhouette, ARI, NMI and ACC. Points past the labelled ones (unlabelled context) are
     clustered too, not scored."""
+    clusters = clusterer_model(clusterer, n_clusters, seed).fit_predict(points)[:len(labels)]
+    return clusters, score_clusters(points[:len(labels)], labels, clusters, seed)
+
+
+def score_clusters(points: np.ndarray, labels: np.ndarray, clusters: np.ndarray, seed: int) -> dict[str, float]:
+    """Silhouette of the clusters (n,) in the space of points (n, d), and their ARI, NMI and ACC."""
     from sklearn.metrics import silhouette_score
 
-    clusters = clusterer_model(clusterer, n_clusters, seed).fit_predict(points)[:len(labels)]
-    points = points[:len(labels)]
     scores = label_scores(labels, clusters)
     # Silhouette needs the points themselves, not only the labels. scikit-learn's pairwise distances
     # run about twice as fast on float64 as on the float32 that the embeddings come in.
     sample = SILHOUETTE_POINTS if len(points) > SILHOUETTE_POINTS else None
-    scores["silhouette"] = float(silhouette_score(points.astype("float64"), clusters, sample_size=sample,
-                                                  random_state=seed))
-    return clusters, scores
+    scores["silhouette"] = (float(silhouette_score(points.astype("float64"), clusters, sample_size=sample,
+                                                   random_state=seed))
+                            if len(np.unique(clusters)) > 1 else math.nan)
+    return scores
 
 
 @dataclass
@@ -815,6 +862,88 @@ def reduce_and_cluster_one(space: Space, labels: np.ndarray, config: Config
     # Sent back: the scored points only (context points are not scored), and no copy of the features.
     return (None if space.reduction == "none" else embedding[:len(labels)], seconds, clustered,
             peak_memory_mb())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Train for clustering (--self-label)
+# ----------------------------------------------------------------------------------------------------
+
+
+def train_for_clustering(encoder: keras.Model, images: np.ndarray, n_clusters: int,
+                         config: Config) -> tuple[keras.Model, list[float]]:
+    """The stage after pretraining, on the training images (n, 28, 28, 1) alone: their codes' clusters
+    as first targets, then a classifier built on a copy of the encoder and trained by self-labelling.
+    Returns the classifier and, per round, the share of images whose cluster changed. Seeded afresh with
+    --seed: the same classifier whether the autoencoder was just trained or reused."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    targets = cluster_training_codes(encode(encoder, images), n_clusters, config)
+    classifier = build_classifier(encoder, n_clusters)
+    return classifier, self_label(classifier, images, targets, config)
+
+
+def cluster_training_codes(codes: np.ndarray, n_clusters: int, config: Config) -> np.ndarray:
+    """Self-labelling's first targets: the training codes (n, d) embedded as umap10 and clustered by the
+    Gaussian mixture, as in the table's rows but with no scored image among them. Returns clusters (n,)."""
+    from threadpoolctl import threadpool_limits
+
+    space = prepare_spaces("latent", codes, ("umap10",), config)[0][0]
+    print(f"  {space.doing}", flush=True)
+    with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
+        return clusterer_model("gmm", n_clusters, config.seed).fit_predict(embed(space, config))
+
+
+def build_classifier(encoder: keras.Model, n_clusters: int) -> keras.Model:
+    """A copy of the pretrained encoder with a softmax layer of n_clusters units on its code: the
+    probability of each cluster. In training it sees each image shifted and rotated (augmenter), afresh
+    every time; outside training, the image as it is. The autoencoder's own encoder stays as it was."""
+    import keras
+    from keras import layers
+
+    copy = keras.models.clone_model(encoder)
+    copy.set_weights(encoder.get_weights())
+    image = keras.Input(shape=(*IMAGE_SHAPE, 1), name="image")
+    code = layers.Flatten()(copy(augmenter()(image)))
+    return keras.Model(image, layers.Dense(n_clusters, activation="softmax", name="clusters")(code),
+                       name="classifier")
+
+
+def self_label(classifier: keras.Model, images: np.ndarray, targets: np.ndarray, config: Config) -> list[float]:
+    """Train the classifier on the training images (n, 28, 28, 1) alone, never a scored image or a label:
+    --self-label rounds of --self-label-epochs epochs, the first learning `targets` (n,), each later one
+    the clusters the classifier gave the images after the round before. Adam's rate falls from 1e-3 to 0
+    along one cosine over all rounds, so the last rounds settle. Returns, per round, the share of images
+    whose cluster changed: a measure of convergence that needs no label."""
+    import keras
+
+    steps = config.self_label * config.self_label_epochs * math.ceil(len(images) / config.batch_size)
+    classifier.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
+                       loss="sparse_categorical_crossentropy")
+    changed = []
+    with signals_deferred() as stop_if_signalled:
+        for round_ in range(1, config.self_label + 1):
+            start = time.perf_counter()
+            classifier.fit(images, targets, epochs=config.self_label_epochs, batch_size=config.batch_size,
+                           shuffle=True, verbose=0, callbacks=[keras.callbacks.LambdaCallback(
+                               on_train_batch_end=lambda batch, logs: stop_if_signalled())])
+            assigned = classifier.predict(images, batch_size=1024, verbose=0).argmax(axis=1)
+            changed.append(float(np.mean(assigned != targets)))
+            print(f"  round {round_}/{config.self_label}: {changed[-1]:.2%} of the training images changed "
+                  f"cluster  ({time.perf_counter() - start:.0f} s)", flush=True)
+            targets = assigned
+            stop_if_signalled()
+    return changed
+
+
+def assign_clusters(classifier: keras.Model, images: np.ndarray, labels: np.ndarray, seconds: float,
+                    seed: int) -> Clustering:
+    """The row of the trained classifier: each scored image (n, 28, 28, 1) in its most probable cluster,
+    scored against labels (n,); the silhouette in the space of cluster probabilities."""
+    probabilities = classifier.predict(images, batch_size=1024, verbose=0)
+    clusters = probabilities.argmax(axis=1)
+    return Clustering("latent", "self-label", "softmax", score_clusters(probabilities, labels, clusters, seed),
+                      seconds, clusters, probabilities)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -933,6 +1062,52 @@ def plot_confusion(labels: np.ndarray, best: Clustering, split: str, path: Path)
     plt.close(fig)
 
 
+def plot_clusters(images: np.ndarray, labels: np.ndarray, best: Clustering, split: str, path: Path,
+                  shown: int = 8) -> None:
+    """What each of the best row's clusters holds: a row per cluster, ordered by its majority digit, with
+    that digit and the cluster's purity (the majority's share), `shown` of its images of that digit, and
+    beside them up to `shown` of its images of other digits, each titled with the digit it truly is."""
+    plt = pyplot()
+
+    clusters = np.unique(best.clusters)
+    majority = {cluster: np.bincount(labels[best.clusters == cluster]).argmax() for cluster in clusters}
+    ordered = sorted(clusters, key=lambda cluster: (majority[cluster], cluster))
+    fig, axes = plt.subplots(len(ordered), 2 * shown + 1, figsize=(0.62 * (2 * shown + 1) + 1.6, 0.78 * len(ordered)),
+                             squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.35})
+    for row, cluster in enumerate(ordered):
+        members = np.flatnonzero(best.clusters == cluster)
+        right = members[labels[members] == majority[cluster]]
+        wrong = members[labels[members] != majority[cluster]]
+        picks = [*right[:shown], *[None] * (shown - len(right[:shown])), None, *wrong[:shown]]
+        for column, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            index = picks[column] if column < len(picks) else None
+            if index is None:
+                ax.axis("off")
+                continue
+            ax.imshow(images[index, ..., 0], cmap="gray_r", vmin=0, vmax=1)
+            if column > shown:
+                ax.set_title(str(labels[index]), fontsize=9, color="crimson", pad=2)
+                for spine in ax.spines.values():
+                    spine.set_color("crimson")
+        axes[row, 0].set_ylabel(f"digit {majority[cluster]}\n{len(right) / len(members):.1%} of {len(members):,}",
+                                rotation=0, ha="right", va="center", fontsize=9)
+        if not len(wrong):
+            axes[row, shown + 1].text(0, 0.5, "no image of another digit", fontsize=8, va="center")
+    top = axes[0, 0].get_position().y1
+    for (first, last), heading, colour in (((0, shown - 1), "its images of that digit", "black"),
+                                           ((shown + 1, 2 * shown), "its images of other digits: what each truly is",
+                                            "crimson")):
+        middle = (axes[0, first].get_position().x0 + axes[0, last].get_position().x1) / 2
+        fig.text(middle, top + 0.02, heading, ha="center", va="bottom", fontsize=9, color=colour)
+    fig.suptitle(f"What each cluster holds ({split} images): best row {best.features} + {best.reduction} + "
+                 f"{best.clusterer}, ACC {best.scores['acc']:.3f}\n(left: each cluster's majority digit and purity, "
+                 "the share of its images that are that digit)", fontsize=10, y=top + 0.09)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------
@@ -980,7 +1155,7 @@ def scored_arrays(codes: np.ndarray, labels: np.ndarray, clusterings: list[Clust
 
 def metrics_record(config: Config, data: Dataset, timings: dict[str, float], reconstruction: dict[str, float],
                    history: dict[str, list[float]], shared: dict[str, dict], clusterings: list[Clustering],
-                   worker_peak_mb: float | None) -> dict:
+                   worker_peak_mb: float | None, self_label_changed: list[float] | None = None) -> dict:
     """Everything metrics.json records of a run (README.md lists the keys)."""
     return {
         "config": config_record(config),
@@ -996,6 +1171,7 @@ def metrics_record(config: Config, data: Dataset, timings: dict[str, float], rec
         "reduce_shared_seconds": {kind: values["seconds"] for kind, values in shared.items()},
         "reused_model": None if config.reuse_model is None else str(config.reuse_model),
         "clustering": [clustering.row for clustering in clusterings],
+        "self_label_changed": self_label_changed,
     }
 
 
@@ -1016,11 +1192,19 @@ def report_markdown(metrics: dict, best: dict) -> str:
                if data["silhouette_points"] < data["n_test"] else "")
     if config["noise"]:
         model += f"; denoising, Gaussian noise of standard deviation {config['noise']} on the training input"
+    if config["augment"]:
+        model += "; trained on shifted and rotated images"
+    stage = ""
+    if metrics["self_label_changed"] is not None:
+        shares = ", ".join(f"{share:.2%}" for share in metrics["self_label_changed"])
+        stage = (f"\nTrained for clustering (`self-label` row): {config['self_label']} rounds of "
+                 f"{config['self_label_epochs']} epochs of self-labelling on the training images; share of them "
+                 f"that changed cluster in each round: {shares}.")
     return f"""# Autoencoder on MNIST: results
 
 Data: {data['source']}; {data['n_train']:,} training and {data['n_test']:,} {split} images, {data['n_classes']} classes.
 Model: {model}.
-Training: {config['epochs']} epochs, batch {config['batch_size']}, Adam, binary cross-entropy; seed {config['seed']}.
+Training: {config['epochs']} epochs, batch {config['batch_size']}, Adam, binary cross-entropy; seed {config['seed']}.{stage}
 Wall time {metrics['timings']['total']:.0f} s, {trained}.
 
 ## Reconstruction ({split} set)
@@ -1039,7 +1223,8 @@ Wall time {metrics['timings']['total']:.0f} s, {trained}.
 UMAP to 10-d for clustering (`umap10`; `umap10+train`: fitted and clustered with the training images'
 codes as unlabelled context, scored on the {split} images only), t-SNE and UMAP on
 {config['pca_dims'] or 'all'} principal components; `clusterer`: KMeans or a Gaussian mixture (`gmm`),
-each the best of 10 initialisations. Silhouette is measured in the space that was clustered{sampled}; ARI, NMI
+each the best of 10 initialisations; `self-label` + `softmax`: the encoder trained for clustering, each
+image in its most probable cluster (silhouette in the space of cluster probabilities). Silhouette is measured in the space that was clustered{sampled}; ARI, NMI
 and ACC against the true labels; seconds are the reduction's.
 
 {format_table(metrics['clustering'], markdown=True)}
@@ -1049,6 +1234,10 @@ Best row by ACC: {best['features']} + {best['reduction']} + {best['clusterer']}.
 ![embeddings](embeddings.png)
 
 ![confusion](confusion.png)
+
+What the best row's clusters hold, and the images each got wrong:
+
+![what each cluster holds](clusters.png)
 """
 
 
@@ -1070,7 +1259,8 @@ def print_summary(metrics: dict, out: Path) -> None:
     print(f"\nReconstruction ({metrics['config']['evaluate_on']} set): BCE {recon['test_bce']:.4f}, "
           f"MSE {recon['test_mse']:.4f}, PSNR {recon['test_psnr']:.2f} dB")
     print(f"Outputs in {out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
-          "reconstructions.png, training_curves.png, embeddings.png, confusion.png")
+          "reconstructions.png, training_curves.png, embeddings.png, confusion.png, clusters.png"
+          + (", classifier.keras" if metrics["self_label_changed"] is not None else ""))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1109,6 +1299,17 @@ def run(config: Config) -> None:
         with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
             spaces, shared = prepare_all_spaces(data.x_test, codes, context, config)
             clusterings, worker_peak_mb = reduce_and_cluster(spaces, data.y_test, config)
+
+        changed = None
+        if config.self_label:
+            with stages("self-label", f"training the encoder for clustering: {config.self_label} rounds of "
+                                      f"{config.self_label_epochs} epochs"):
+                start = time.perf_counter()
+                classifier, changed = train_for_clustering(encoder, data.x_train, len(np.unique(data.y_test)),
+                                                           config)
+                clusterings.append(assign_clusters(classifier, data.x_test, data.y_test,
+                                                   time.perf_counter() - start, config.seed))
+            write_outputs(staging, {"classifier.keras": classifier.save})
         best = max(clusterings, key=lambda clustering: clustering.scores["acc"])  # on the labels: display only
 
         with stages("outputs"):
@@ -1120,10 +1321,11 @@ def run(config: Config) -> None:
                 "training_curves.png": lambda path: plot_training_curves(history, split, path),
                 "embeddings.png": lambda path: plot_embeddings(clusterings, data.y_test, split, path),
                 "confusion.png": lambda path: plot_confusion(data.y_test, best, split, path),
+                "clusters.png": lambda path: plot_clusters(data.x_test, data.y_test, best, split, path),
             })
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = metrics_record(config, data, stages.seconds, reconstruction, history, shared, clusterings,
-                                 worker_peak_mb)
+                                 worker_peak_mb, changed)
         write_outputs(staging, {"report.md": lambda path: path.write_text(report_markdown(metrics, best.row)),
                                 "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
     print_summary(metrics, config.out)
@@ -1184,6 +1386,9 @@ def import_stack() -> None:
 
         # The device search prints a CUDA line on machines without a GPU driver; do it while muted.
         tf.config.list_physical_devices()
+    # TensorFlow's own Python warnings (a function traced again for a smaller last batch) advise its
+    # programmers, not this script's user; its errors still show.
+    tf.get_logger().setLevel("ERROR")
 
 
 @contextlib.contextmanager

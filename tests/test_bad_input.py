@@ -144,6 +144,8 @@ BAD_FLAGS = {
                                                 "--evaluate-on train+test already scores them; drop --embed-train"),
     "unknown recipe": (["--recipe", "best"], "invalid choice: 'best'"),
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
+    "negative self-labelling rounds": (["--self-label", "-1"], "-1 must be 0 or more"),
+    "zero epochs per self-labelling round": (["--self-label-epochs", "0"], "0 must be 1 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }
 

@@ -18,7 +18,7 @@ import refine  # noqa: E402
 import selflabel  # noqa: E402
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
-           "training_curves.png", "embeddings.png", "confusion.png"]
+           "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"]
 
 
 def scores(out):
@@ -95,7 +95,7 @@ def test_small_run_writes_every_output(small_run):
         # Even two epochs on 2,000 images cluster far better than chance (ACC 0.1).
         assert row["acc"] > 0.3
     report = (small_run / "report.md").read_text()
-    for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png"):
+    for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"):
         assert f"]({image})" in report
 
 
@@ -126,9 +126,11 @@ def test_saved_autoencoder_loads_and_reconstructs(small_run):
     assert tuple(autoencoder.get_layer("encoder").output.shape) == (None, 7, 7, 32)
 
 
-def test_reused_model_scores_the_same_after_a_full_disk_kept_the_earlier_results(small_run, tmp_path):
+def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_disk_kept_the_earlier_results(
+        small_run, tmp_path):
     out, earlier = earlier_results(small_run, tmp_path / "rescored")
-    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--out", out]
+    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--self-label", "2", "--self-label-epochs", "5",
+             "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
     # cannot be written. One line; the earlier results whole, nothing half-written beside them.
     full = subprocess.run([sys.executable, str(SCRIPT), *map(str, flags)], capture_output=True, text=True,
@@ -142,14 +144,30 @@ def test_reused_model_scores_the_same_after_a_full_disk_kept_the_earlier_results
     finished = run_script(*flags)
     assert finished.returncode == 0, finished.stderr
     assert "epoch 1/2" not in finished.stdout and "load model done" in finished.stdout
-    # The same model, the same seed: every row of the trained run again, then the two new rows.
+    assert "round 2/2" in finished.stdout and "self-label done" in finished.stdout
+    # The same model, the same seed: every row of the trained run again, then the three new rows.
     added = rows_beyond(scores(small_run), scores(out))
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in added] == [
-        ("latent", "umap10+train", "kmeans"), ("latent", "umap10+train", "gmm")]
+        ("latent", "umap10+train", "kmeans"), ("latent", "umap10+train", "gmm"), ("latent", "self-label", "softmax")]
     assert all(row["acc"] > 0.3 for row in added)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
+    assert len(metrics["self_label_changed"]) == 2 and (out / "classifier.keras").is_file()
+
+    # The stage, called here with the training images alone (no scored image, no label), trains the same
+    # classifier as the script's process did: the scored images fall in the same clusters.
+    import keras
+    import numpy as np
+
+    config = am.parse_config([str(flag) for flag in flags[:-2]])
+    data = am.load_data(config)
+    encoder = keras.saving.load_model(small_run / "autoencoder.keras").get_layer("encoder")
+    with np.load(out / "codes.npz") as saved:
+        script_clusters = saved["clusters_latent_self-label_softmax"]
+    classifier, changed = am.train_for_clustering(encoder, data.x_train, 10, config)
+    assert changed == metrics["self_label_changed"]
+    assert classifier.predict(data.x_test, verbose=0).argmax(axis=1).tolist() == script_clusters.tolist()
 
 
 def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
@@ -228,9 +246,7 @@ def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script
                                         abs=1e-9)
     assert set(rows) == {"gmm", "self-trained", "ensemble gmm", "ensemble self-trained"}
     assert all(0 < scores["acc"] <= 1 for scores in rows.values())
-    # The self-labelling benchmark on the same model, trained on for an epoch on shifted and rotated
-    # images first: a line per round, the first from the mixture's targets.
-    rounds = selflabel.self_label_seed(config, tmp_path / "seed-0.keras", rounds=2, epochs=1, augment=True,
-                                       pretrain_epochs=1)["rounds"]
-    assert [line["round"] for line in rounds] == [1, 2] and all(0 < line["acc"] <= 1 for line in rounds)
-    assert all(0 <= line["changed"] <= 1 for line in rounds)
+    # The self-labelling benchmark runs the script's stage on the same model: its row and its stop signal.
+    result = selflabel.self_label_seed(am.parse_config([*SMALL, "--self-label", "1", "--self-label-epochs", "1"]),
+                                       tmp_path / "seed-0.keras")
+    assert 0 < result["acc"] <= 1 and 0 < result["train_acc"] <= 1 and len(result["changed"]) == 1

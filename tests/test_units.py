@@ -78,6 +78,51 @@ def test_noise_corrupts_the_training_input_only():
     assert not np.allclose(autoencoder(images, training=True).numpy(), clean, atol=1e-3)
 
 
+def test_augment_trains_on_shifted_images_each_its_own_target():
+    images = np.zeros((300, 28, 28, 1), np.float32)
+    images[:, 10:18, 10:18] = 1  # a square in the middle: any shift or turn moves some of it
+    plain = am.training_batches(images, am.parse_config([]))
+    assert plain["x"] is images and plain["y"] is images and plain["batch_size"] == 256
+    batches = am.training_batches(images, am.parse_config(["--augment"]))["x"]
+    sizes = []
+    for inputs, targets in batches:
+        assert np.array_equal(inputs.numpy(), targets.numpy())
+        sizes.append(len(inputs))
+        moved = np.abs(inputs.numpy() - images[:len(inputs)]).reshape(len(inputs), -1).max(axis=1)
+        assert np.mean(moved > 0.5) > 0.9  # nearly every image shifted or turned
+    assert sizes == [256, 44]
+    assert "augment" in am.TRAINING_FLAGS
+
+
+def test_classifier_trains_a_copy_of_the_encoder_on_augmented_images():
+    _, encoder = am.build_autoencoder(bottleneck=10, architecture="dense")
+    classifier = am.build_classifier(encoder, 10)
+    before = [weight.copy() for weight in encoder.get_weights()]
+    images = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    classifier.fit(images, np.arange(64) % 10, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, encoder.get_weights()))
+    probabilities = classifier(images, training=False).numpy()
+    assert probabilities.shape == (64, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    # Outside training the classifier sees the image as it is: the same answer twice.
+    assert np.array_equal(probabilities, classifier(images, training=False).numpy())
+
+
+def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path, monkeypatch):
+    labels = np.array([0] * 6 + [1] * 4 + [1] * 5)
+    clusters = np.array([0] * 6 + [0] * 4 + [1] * 5)  # cluster 0: six 0s and four 1s; cluster 1: all 1s
+    best = am.Clustering("latent", "self-label", "softmax", {"acc": 0.7, "nmi": 0.5, "ari": 0.4, "silhouette": 0.1},
+                         1.0, clusters, np.zeros((15, 2)))
+    shown = {}
+    plt = am.pyplot()
+    monkeypatch.setattr(plt.Figure, "savefig", lambda figure, path, **kwargs: shown.update(figure=figure))
+    am.plot_clusters(np.random.default_rng(0).random((15, 28, 28, 1)), labels, best, "test", tmp_path / "c.png", shown=4)
+    axes = np.array(shown["figure"].axes).reshape(2, 9)
+    assert axes[0, 0].get_ylabel() == "digit 0\n60.0% of 10" and axes[1, 0].get_ylabel() == "digit 1\n100.0% of 5"
+    assert [axes[0, column].get_title() for column in range(5, 9)] == ["1", "1", "1", "1"]
+    assert "no image of another digit" in [text.get_text() for text in axes[1, 5].texts]
+
+
 def test_accuracy_is_one_for_a_permuted_labelling():
     labels = np.repeat(np.arange(10), 7)
     permutation = np.array([3, 7, 0, 9, 1, 4, 8, 2, 6, 5])
@@ -280,3 +325,5 @@ def test_a_recipe_sets_its_flags_and_flags_beside_it_win():
     transductive = am.parse_config(["--recipe", "headline", "--evaluate-on", "train+test"])
     assert not transductive.embed_train and transductive.architecture == "dense"
     assert am.recipe_flags("headline") == "--architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train"
+    # The self-label recipe is the headline recipe with the stage after it.
+    assert am.parse_config(["--recipe", "self-label"]) == replace(headline, recipe="self-label", self_label=3)
