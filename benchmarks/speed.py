@@ -1,11 +1,12 @@
-"""Time the project's default run and its headline recipe against the seed's pipeline written
-literally, back to back.
+"""Time the project's default run and its recipes against the seed's pipeline written literally,
+back to back.
 
-    python benchmarks/speed.py [--repeats 2] [--epochs 20] [--data data/mnist.npz] [--no-headline]
+    python benchmarks/speed.py [--repeats 2] [--epochs 20] [--data data/mnist.npz] \
+        [--runs default headline self-label]
 
-Each round runs the baseline, the default run and the headline recipe (`--recipe headline`, its own 50
-epochs), one at a time on the same data (on 2 cores, two runs at once would slow each other), and the
-rounds repeat. It prints the median ratio run / baseline over the rounds for the whole run and for each
+Each round runs the baseline, then each of --runs (by default the default run and the headline
+recipe, `--recipe headline` with its own 50 epochs; `self-label` is `--recipe self-label`), one at a
+time on the same data (on 2 cores, two runs at once would slow each other), and the rounds repeat. It prints the median ratio run / baseline over the rounds for the whole run and for each
 stage, where the time after training goes, the training FLOP/s of the seed's model as a share of a
 float32 matrix multiply measured in the same round, and each run's peak memory, test BCE and scores.
 Training FLOP/s counts the training stage's seconds, which include compiling and each epoch's pass
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "autoencoder_mnist.py"
 BASELINE = HERE / "seed_baseline.py"
 STAGES = ("whole run", "imports", "train", "after training")
-HEADLINE = ["--recipe", "headline"]
+RUNS = ("default", "headline", "self-label")
 
 
 def training_flops_per_image() -> float:
@@ -107,7 +108,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20,
                         help="training epochs of the baseline and the default run (default: 20)")
     parser.add_argument("--data", type=Path, default=SCRIPT.parent / "data" / "mnist.npz")
-    parser.add_argument("--no-headline", action="store_true", help="leave the headline recipe out")
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=["default", "headline"],
+                        help="the project's runs timed against the baseline (default: default headline)")
     args = parser.parse_args()
     if args.repeats < 1 or args.epochs < 1:
         parser.error("--repeats and --epochs must be 1 or more")
@@ -116,9 +118,7 @@ def main() -> None:
 
     n_train = len(np.load(args.data)["y_train"])
     flops_per_image = training_flops_per_image()
-    recipes = {"default": ["--epochs", str(args.epochs)]}
-    if not args.no_headline:
-        recipes["headline"] = HEADLINE
+    recipes = {name: ["--epochs", str(args.epochs)] if name == "default" else ["--recipe", name] for name in args.runs}
     rounds = []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
@@ -151,7 +151,7 @@ def main() -> None:
         results = [runs[name] for runs, _ in rounds]
         line = (f"{name}: peak RSS {max(result['rss'] for result in results):,.0f} MB; "
                 f"test BCE {median(result['bce'] for result in results):.4f}")
-        if name != "headline":  # the seed's convolutional model, whose FLOPs training_flops_per_image counts
+        if name in ("baseline", "default"):  # the seed's convolutional model, whose FLOPs are counted
             shares = [n_train * args.epochs * flops_per_image / runs[name]["train"] / matmul
                       for runs, matmul in rounds]
             line += (f"; training {median(shares):.1%} of matmul FLOP/s "
