@@ -386,6 +386,9 @@ def load_data(config: Config) -> Dataset:
     if len(arrays["y_test"]) < MIN_TEST_IMAGES:
         raise InputError(f"only {len(arrays['y_test'])} test images; t-SNE and UMAP need at least "
                          f"{MIN_TEST_IMAGES}: use --test-size {MIN_TEST_IMAGES} or more")
+    if config.self_label and len(arrays["y_train"]) < MIN_TEST_IMAGES:
+        raise InputError(f"--self-label clusters the training images, and {len(arrays['y_train'])} are too few for "
+                         f"UMAP: use --train-size {MIN_TEST_IMAGES} or more")
     n_classes, n_test = len(np.unique(arrays["y_test"])), len(arrays["y_test"])
     if n_classes < 2:
         raise InputError("the test labels hold a single class; clustering needs at least two")

@@ -146,6 +146,8 @@ BAD_FLAGS = {
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
     "negative self-labelling rounds": (["--self-label", "-1"], "-1 must be 0 or more"),
     "zero epochs per self-labelling round": (["--self-label-epochs", "0"], "0 must be 1 or more"),
+    "too few training images to self-label": (["--self-label", "1", "--train-size", "50"],
+                                              "use --train-size 100 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }
 
