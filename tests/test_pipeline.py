@@ -155,19 +155,13 @@ def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_dis
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
     assert len(metrics["self_label_changed"]) == 2 and (out / "classifier.keras").is_file()
 
-    # The stage, called here with the training images alone (no scored image, no label), trains the same
-    # classifier as the script's process did: the scored images fall in the same clusters.
-    import keras
-    import numpy as np
-
-    config = am.parse_config([str(flag) for flag in flags[:-2]])
-    data = am.load_data(config)
-    encoder = keras.saving.load_model(small_run / "autoencoder.keras").get_layer("encoder")
-    with np.load(out / "codes.npz") as saved:
-        script_clusters = saved["clusters_latent_self-label_softmax"]
-    classifier, changed = am.train_for_clustering(encoder, data.x_train, 10, config)
-    assert changed == metrics["self_label_changed"]
-    assert classifier.predict(data.x_test, verbose=0).argmax(axis=1).tolist() == script_clusters.tolist()
+    # The self-labelling benchmark runs the stage here, on the saved model, with the training images
+    # alone (no scored image, no label): the same classifier as the script's process trained, so the
+    # same changed shares and the same row for the scored images.
+    result = selflabel.self_label_seed(am.parse_config([str(flag) for flag in flags[:-2]]),
+                                       small_run / "autoencoder.keras")
+    assert result["changed"] == metrics["self_label_changed"]
+    assert [result[name] for name in ("ari", "nmi", "acc")] == [added[-1][name] for name in ("ari", "nmi", "acc")]
 
 
 def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
@@ -246,7 +240,3 @@ def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script
                                         abs=1e-9)
     assert set(rows) == {"gmm", "self-trained", "ensemble gmm", "ensemble self-trained"}
     assert all(0 < scores["acc"] <= 1 for scores in rows.values())
-    # The self-labelling benchmark runs the script's stage on the same model: its row and its stop signal.
-    result = selflabel.self_label_seed(am.parse_config([*SMALL, "--self-label", "1", "--self-label-epochs", "1"]),
-                                       tmp_path / "seed-0.keras")
-    assert 0 < result["acc"] <= 1 and 0 < result["train_acc"] <= 1 and len(result["changed"]) == 1
