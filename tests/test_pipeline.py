@@ -127,16 +127,22 @@ def test_saved_autoencoder_loads_and_reconstructs(small_run):
 
 
 def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_disk_kept_the_earlier_results(
-        small_run, tmp_path):
+        small_run, tmp_path, capsys):
     out, earlier = earlier_results(small_run, tmp_path / "rescored")
     flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--self-label", "2", "--self-label-epochs", "5",
              "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
-    # cannot be written. One line; the earlier results whole, nothing half-written beside them.
-    full = subprocess.run([sys.executable, str(SCRIPT), *map(str, flags)], capture_output=True, text=True,
-                          env=script_env(), timeout=300,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10**5, 10**5)))
-    assert full.returncode == 1 and stderr_lines(full.stderr) == [
+    # cannot be written. One line; the earlier results whole, nothing half-written beside them. In this
+    # process (Python ignores SIGXFSZ, so a write past the limit raises), sparing a cold start.
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.getsignal(signal.SIGTERM)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10**5, hard))
+    try:
+        status = am.main([str(flag) for flag in flags])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGTERM, handler)
+    assert status == 1 and stderr_lines(capsys.readouterr().err) == [
         f"error: could not write autoencoder.keras (File too large); earlier results in {out}/ are untouched"]
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
