@@ -26,9 +26,9 @@ IMAGES, EPOCHS = 20_480, 3
 
 
 def main() -> None:
-    images = np.random.default_rng(0).random((IMAGES, *am.IMAGE_SHAPE, 1), dtype=np.float32)
+    images = np.random.default_rng(0).random((IMAGES, 28, 28, 1), dtype=np.float32)
     labels = np.zeros(IMAGES, dtype=np.int64)
-    data = am.Dataset(images, labels, images[:am.MIN_TEST_IMAGES], labels[:am.MIN_TEST_IMAGES], "random images")
+    data = am.Dataset(images, labels, images[:am.MIN_IMAGES], labels[:am.MIN_IMAGES], "random images")
     keras.utils.set_random_seed(0)
     autoencoder, _ = am.build_autoencoder()
     with tempfile.TemporaryDirectory() as checkpoint:

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import autoencoder_mnist as am  # noqa: E402
@@ -147,10 +149,13 @@ def load_for_seed(config: am.Config) -> am.Dataset:
     return data
 
 
-def clustering_space(encoder, data: am.Dataset, config: am.Config) -> am.Space:
-    """The space of the script's clustering embedding for this config: the scored images' codes, with
-    the training images' codes as context under --embed-train ("umap10+train"), else "umap10"."""
-    codes = am.encode(encoder, data.x_test)
-    context = am.encode(encoder, data.x_train) if config.embed_train else None
+def clustering_space(encoder, data: am.Dataset, config: am.Config) -> tuple:
+    """What the script's clustering embedding reduces, as the script prepares it: (its name, the
+    points, their neighbour graph). The points are the scored images' codes' principal components,
+    then under --embed-train the training images' ("umap10+train"; else "umap10")."""
+    points, pca = am.principal_components(am.encode(encoder, data.x_test), config)
+    if config.embed_train:
+        context = am.encode(encoder, data.x_train)
+        points = np.vstack([points, context if pca is None else pca.transform(context)])
     name = "umap10+train" if config.embed_train else "umap10"
-    return am.prepare_spaces("latent", codes, (name,), config, context)[0][0]
+    return name, points, am.nearest_neighbours(points, am.UMAP_NEIGHBOURS)

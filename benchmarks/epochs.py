@@ -48,13 +48,11 @@ def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
         history = am.train(autoencoder, data, replace(config, epochs=count), checkpoint)
         seconds += time.perf_counter() - start
         start = time.perf_counter()
-        space = common.clustering_space(encoder, data, config)
+        name, points, graph = common.clustering_space(encoder, data, config)
         with threadpool_limits(1):  # one thread, as in the script's worker processes: the same scores
-            embedding = am.embed(space, config)
-            rows = {clusterer: am.cluster_and_score(embedding, data.y_test, len(set(data.y_test)), config.seed,
-                                                    clusterer)[1]
-                    for clusterer in am.CLUSTERERS[space.reduction]}
-        line = {"seed": config.seed, "epochs": count, "reduction": space.reduction, "val_bce": history["val_loss"][-1],
+            clusterings, _ = am.embed_and_cluster("latent", name, points, graph, data.y_test, config)
+        rows = {clustering.clusterer: clustering.scores for clustering in clusterings}
+        line = {"seed": config.seed, "epochs": count, "reduction": name, "val_bce": history["val_loss"][-1],
                 "training_seconds": round(seconds, 1), "scoring_seconds": round(time.perf_counter() - start, 1),
                 "rows": rows}
         autoencoder.save(out / f"seed-{config.seed}.keras")
@@ -62,7 +60,7 @@ def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
             stream.write(json.dumps(line) + "\n")
         done.append(line)
         gmm = rows["gmm"]
-        print(f"seed {config.seed}: epoch {count}  val BCE {line['val_bce']:.4f}  {space.reduction} gmm ACC "
+        print(f"seed {config.seed}: epoch {count}  val BCE {line['val_bce']:.4f}  {name} gmm ACC "
               f"{gmm['acc']:.4f} NMI {gmm['nmi']:.4f}  ({seconds:,.0f} s training)", flush=True)
 
 

@@ -42,7 +42,7 @@ LAYOUTS = 3  # UMAP embeddings in the ensemble
 
 def mixture(points: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """The Gaussian mixture's probabilities (n, n_clusters), fitted as the script's "gmm" clusterer."""
-    return am.clusterer_model("gmm", n_clusters, seed).fit(points).predict_proba(points)
+    return am.clusterers(n_clusters, seed)["gmm"].fit(points).predict_proba(points)
 
 
 def vote(points: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -65,28 +65,29 @@ def refine_seed(config: am.Config, model: Path) -> dict:
     import keras
     from threadpoolctl import threadpool_limits
 
-    space = common.clustering_space(keras.saving.load_model(model).get_layer("encoder"), data, config)
+    name, points, graph = common.clustering_space(keras.saving.load_model(model).get_layer("encoder"), data,
+                                                  config)
     labels, n_clusters, n_scored = data.y_test, len(set(data.y_test)), len(data.y_test)
     rows, confident_points = {}, {}
     with threadpool_limits(1):
-        layouts = [am.embed(space, replace(config, seed=config.seed + 1000 * index))
+        layouts = [am.reduce(name, points, graph, replace(config, seed=config.seed + 1000 * index))
                    for index in range(LAYOUTS)]
         for row, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
             probabilities = mixture(points, n_clusters, config.seed)
-            rows[row] = am.label_scores(labels, probabilities[:n_scored].argmax(axis=1))
-            clusters, confident = self_train(space.points, probabilities, n_scored)
+            rows[row] = am.score(labels, probabilities[:n_scored].argmax(axis=1))
+            clusters, confident = self_train(points, probabilities, n_scored)
             trained = row.replace("gmm", "self-trained")
-            rows[trained] = am.label_scores(labels, clusters)
+            rows[trained] = am.score(labels, clusters)
             scored_confident = confident[:n_scored]
             confident_points[trained] = {
                 "share": float(confident.mean()),
-                "scored_acc": am.clustering_accuracy(
-                    labels[scored_confident], probabilities[:n_scored][scored_confident].argmax(axis=1))}
+                "scored_acc": am.score(
+                    labels[scored_confident], probabilities[:n_scored][scored_confident].argmax(axis=1))["acc"]}
     result = {"seed": config.seed, "rows": rows, "confident": confident_points}
     if config.embed_train:  # with the training images' true labels: what a vote of neighbours can reach
         result["supervised"] = {
-            where: am.label_scores(labels, vote(points[n_scored:], data.y_train, points[:n_scored]))
-            for where, points in (("codes", space.points), ("layout", layouts[0]))}
+            where: am.score(labels, vote(space[n_scored:], data.y_train, space[:n_scored]))
+            for where, space in (("codes", points), ("layout", layouts[0]))}
     print(f"seed {config.seed}: " + "; ".join(f"{row} ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
                                               for row, scores in rows.items()), flush=True)
     return result

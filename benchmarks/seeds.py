@@ -36,7 +36,7 @@ def script_flags(config: am.Config, flags: list[str]) -> list[str] | None:
     if {**theirs, "reuse_model": None} == ours:
         return None
     seed_flags = [*flags, "--seed", str(config.seed), "--out", str(config.out), "--resume"]
-    if theirs and am.changed_training_flag(theirs, config) is None:
+    if theirs and am.training_mismatch(theirs, config) is None:
         seed_flags += ["--reuse-model", str(config.out)]
     return seed_flags
 
@@ -64,7 +64,7 @@ def main() -> None:
     runs = [json.loads((config.out / "metrics.json").read_text()) for config in configs]
     rows = {(row["features"], row["reduction"], row["clusterer"]): [run["clustering"][index] for run in runs]
             for index, row in enumerate(runs[0]["clustering"])}
-    bce = common.spread([run["reconstruction"]["test_bce"] for run in runs], digits=4)
+    bce = common.spread([run["reconstruction"]["bce"] for run in runs], digits=4)
     summary = common.summary("Scores", " ".join(["python", "benchmarks/seeds.py", *sys.argv[1:]]), base.evaluate_on,
                              args.seeds, ("features", "reduction", "clusterer"), rows,
                              [f"Reconstruction BCE on the scored images: {bce}"])

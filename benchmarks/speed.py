@@ -99,7 +99,7 @@ def run_project(data: Path, flags: list[str], folder: Path, name: str) -> dict:
               for row in metrics["clustering"] if row["features"] == "latent"}
     return {"whole run": wall, "imports": timings["imports"], "train": timings["train"],
             "after training": sum(after.values()), "stages after training": after,
-            "rss": rss, "bce": metrics["reconstruction"]["test_bce"], "rows": latent}
+            "rss": rss, "bce": metrics["reconstruction"]["bce"], "rows": latent}
 
 
 def main() -> None:

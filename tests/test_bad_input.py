@@ -3,7 +3,6 @@
 Each case calls the script's main() in this process, as the command does, for it fails before the
 stack is imported; a few run the command itself, to show that the process says the same."""
 import json
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -210,13 +209,16 @@ def test_reuse_model_trained_with_other_flags_is_refused(tmp_path, refuse):
     assert_refused(refuse("--reuse-model", saved, "--out", out), "made with --epochs 3, this run has 20", out)
 
 
-def test_failed_download_says_how_to_use_data(tmp_path):
-    # A copy of the script without data/ beside it falls back to Keras' download; the proxy refuses it.
-    shutil.copy(SCRIPT, tmp_path / "autoencoder_mnist.py")
-    proxy = "http://127.0.0.1:9"
-    env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": proxy, "https_proxy": proxy,
-           "HTTP_PROXY": proxy, "http_proxy": proxy}
-    finished = run_script("--out", tmp_path / "results", env=env, script=tmp_path / "autoencoder_mnist.py")
+def test_failed_download_says_how_to_use_data(tmp_path, refuse, monkeypatch):
+    # Without data/mnist.npz beside the script it falls back to Keras' download; the proxy refuses it,
+    # and Keras' cache is an empty folder.
+    import keras  # noqa: F401  (imported as the script imports it, before its cache folder is set)
+
+    monkeypatch.setattr(am, "BUNDLED_DATA", tmp_path / "data" / "mnist.npz")
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path / "keras"))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    finished = refuse("--out", tmp_path / "results")
     assert_refused(finished, "could not download MNIST", tmp_path / "results")
     assert "--data PATH" in finished.stderr and len(finished.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "results").exists()

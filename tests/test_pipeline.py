@@ -1,4 +1,8 @@
-"""End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume."""
+"""End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume.
+
+Three cold starts of the command in all (the small run, a run stopped by SIGTERM, its resumption
+stopped by Ctrl-C); every other run calls the script's main() in this process, sharing one
+TensorFlow start and one pool of worker processes."""
 import json
 import math
 import os
@@ -7,14 +11,16 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import REPO, SCRIPT, SMALL, run_script, script_env, stderr_lines
+from conftest import REPO, SCRIPT, SMALL, script_env, stderr_lines
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import epochs  # noqa: E402
 import refine  # noqa: E402
+import seeds  # noqa: E402
 import selflabel  # noqa: E402
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
@@ -44,17 +50,25 @@ def earlier_results(run, out):
     return out, earlier
 
 
-def stop_run(out, signum, at="epoch 1/2"):
-    """Start the small run, send `signum` once a line of its output starts with `at` (by default: its
-    first epoch is reported), and return its exit status and its stderr lines. SIGINT goes to the run's
-    whole process group, worker processes and all, as a terminal's Ctrl-C does; SIGTERM to the run only,
-    as `kill` does."""
+def main_here(*flags):
+    """Run the script's main() in this process, as the command does; returns its exit status."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return am.main([str(flag) for flag in flags])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def stop_run(signum, at, *flags):
+    """Start the command with `flags`, send `signum` once a line of its output starts with `at`, and
+    return its exit status and its stderr lines. SIGINT goes to the run's whole process group,
+    worker processes and all, as a terminal's Ctrl-C does; SIGTERM to the run only, as `kill` does."""
     # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
-    # harness that starts this suite as a background job of a non-interactive shell (as CI may) leaves
-    # SIGINT ignored, children inherit that, and Python then, rightly, ignores the signal too.
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
-                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # harness that starts this suite as a background job of a non-interactive shell (as CI may)
+    # leaves SIGINT ignored, children inherit that, and Python then, rightly, ignores it too.
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, flags)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=script_env(), start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if line.strip().startswith(at):
             if signum == signal.SIGINT:
@@ -69,11 +83,10 @@ def stop_run(out, signum, at="epoch 1/2"):
 def test_small_run_writes_every_output(small_run):
     assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS)
     metrics = json.loads((small_run / "metrics.json").read_text())
-    for key in ("config", "versions", "timings", "reconstruction", "history", "clustering", "reduce_shared_seconds"):
-        assert key in metrics
     # The workers import the stack and hold a space's points: hundreds of MB, not nothing.
     assert metrics["peak_rss_mb"] > 100 and metrics["worker_peak_rss_mb"] > 100
-    assert {"train", "total"} <= set(metrics["timings"])
+    assert {"train", "total"} <= set(metrics["timings"]) and set(metrics["reduce_shared_seconds"]) == {
+        "pixels", "latent"}
     assert set(metrics["versions"]) == {"python", "numpy", "tensorflow", "keras", "scikit-learn", "umap-learn"}
     assert metrics["data"] == {"source": "data/mnist.npz (bundled, sha256 checked)", "n_train": 2000,
                                "n_test": 500, "n_classes": 10, "silhouette_points": 500}
@@ -81,9 +94,10 @@ def test_small_run_writes_every_output(small_run):
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["images_per_second"]) == 2
     assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
     recon = metrics["reconstruction"]
-    assert 0 < recon["test_bce"] < math.log(2) and 0 < recon["test_mse"] < 1 and recon["test_psnr"] > 0
-    # The reported test BCE is Keras' own validation loss of the final model.
-    assert abs(recon["test_bce"] - history["val_loss"][-1]) < 1e-4
+    assert 0 < recon["bce"] < math.log(2) and 0 < recon["mse"] < 1 and recon["psnr"] > 0
+    # The reported BCE is Keras' own validation loss of the final model: autoencoder.predict
+    # reconstructs as the decoder of the codes does.
+    assert abs(recon["bce"] - history["val_loss"][-1]) < 1e-4
     expected_rows = [
         ("pixels", "none", "kmeans"), ("pixels", "pca", "kmeans"), ("pixels", "umap", "kmeans"),
         ("pixels", "umap10", "kmeans"), ("pixels", "umap10", "gmm"),
@@ -100,7 +114,6 @@ def test_small_run_writes_every_output(small_run):
 
 
 def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
-    import numpy as np
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     metrics = json.loads((small_run / "metrics.json").read_text())
@@ -119,7 +132,6 @@ def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
 
 def test_saved_autoencoder_loads_and_reconstructs(small_run):
     import keras
-    import numpy as np
 
     autoencoder = keras.saving.load_model(small_run / "autoencoder.keras")
     assert autoencoder.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 28, 28, 1)
@@ -132,25 +144,24 @@ def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_dis
     flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--self-label", "2", "--self-label-epochs", "5",
              "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
-    # cannot be written. One line; the earlier results whole, nothing half-written beside them. In this
-    # process (Python ignores SIGXFSZ, so a write past the limit raises), sparing a cold start.
+    # cannot be written. One line; the earlier results whole, nothing half-written beside them.
+    # (Python ignores SIGXFSZ, so a write past the limit raises.)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.getsignal(signal.SIGTERM)
     resource.setrlimit(resource.RLIMIT_FSIZE, (10**5, hard))
     try:
-        status = am.main([str(flag) for flag in flags])
+        status = main_here(*flags)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGTERM, handler)
     assert status == 1 and stderr_lines(capsys.readouterr().err) == [
         f"error: could not write autoencoder.keras (File too large); earlier results in {out}/ are untouched"]
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
 
-    finished = run_script(*flags)
-    assert finished.returncode == 0, finished.stderr
-    assert "epoch 1/2" not in finished.stdout and "load model done" in finished.stdout
-    assert "round 2/2" in finished.stdout and "self-label done" in finished.stdout
+    assert main_here(*flags) == 0
+    captured = capsys.readouterr()
+    assert not stderr_lines(captured.err), captured.err
+    assert "epoch 1/2" not in captured.out and "load model done" in captured.out
+    assert "round 2/2" in captured.out and "self-label done" in captured.out
     # The same model, the same seed: every row of the trained run again, then the three new rows.
     added = rows_beyond(scores(small_run), scores(out))
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in added] == [
@@ -161,21 +172,50 @@ def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_dis
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
     assert len(metrics["self_label_changed"]) == 2 and (out / "classifier.keras").is_file()
 
-    # The self-labelling benchmark runs the stage here, on the saved model, with the training images
-    # alone (no scored image, no label): the same classifier as the script's process trained, so the
-    # same changed shares and the same row for the scored images.
+    # The self-labelling benchmark runs the stage on the saved model with the training images alone
+    # (no scored image, no label): the same classifier as the script's, so the same changed shares
+    # and the same row for the scored images.
     result = selflabel.self_label_seed(am.parse_config([str(flag) for flag in flags[:-2]]),
                                        small_run / "autoencoder.keras")
     assert result["changed"] == metrics["self_label_changed"]
     assert [result[name] for name in ("ari", "nmi", "acc")] == [added[-1][name] for name in ("ari", "nmi", "acc")]
 
 
-def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same(small_run, tmp_path):
+def test_a_damaged_model_or_checkpoint_is_refused_in_one_line_and_nothing_is_written(small_run, tmp_path, capsys):
+    # A truncated autoencoder.keras beside a good metrics.json, handed to --reuse-model.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "metrics.json").write_bytes((small_run / "metrics.json").read_bytes())
+    (damaged / "autoencoder.keras").write_bytes((small_run / "autoencoder.keras").read_bytes()[:5000])
+    out = tmp_path / "rescored"
+    assert main_here(*SMALL, "--reuse-model", damaged, "--out", out) == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert lines == [f"error: {damaged / 'autoencoder.keras'} is damaged and cannot be loaded (ValueError); "
+                     "train again, or name the --out folder of a run that finished"]
+    assert not out.exists()
+
+    # A checkpoint whose weights file is cut short, handed to --resume: the checkpoint is left as it
+    # was, and nothing else is written.
+    out = tmp_path / "results"
+    backup = out / ".checkpoint" / "backup"
+    backup.mkdir(parents=True)
+    (out / ".checkpoint" / "config.json").write_text(json.dumps(am.config_record(am.parse_config(SMALL))))
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": -1}')
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert main_here(*SMALL, "--out", out, "--resume") == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint in {out / '.checkpoint'} is damaged")
+    assert lines[0].endswith("rerun without --resume to start afresh")
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_results_and_resume_finishes_the_same(
+        small_run, tmp_path, capsys):
     # A second process with the same seed trains epoch 1 afresh and, resumed, ends with every score of
     # the first run: this is also the suite's check that a seed reproduces a run.
     out, earlier = earlier_results(small_run, tmp_path / "results")
-
-    status, lines = stop_run(out, signal.SIGTERM)
+    status, lines = stop_run(signal.SIGTERM, "epoch 1/2", *SMALL, "--out", out)
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
     assert status == 143
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
@@ -184,27 +224,26 @@ def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same(smal
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
 
-    # A scoring flag may change on resume: only training's flags are the checkpoint's.
-    resumed = run_script(*SMALL, "--out", out, "--resume", "--embed-train")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout
+    # Resumed, it trains epoch 2 and is stopped by Ctrl-C while the workers reduce. Stopping the
+    # worker pool once waited for ever on tasks still in its pipe (communicate's timeout fails this
+    # test if the run hangs). The workers get Ctrl-C too, and stay silent.
+    status, lines = stop_run(signal.SIGINT, "t-SNE to 2-D", *SMALL, "--out", out, "--resume")
+    assert status == 130
+    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
+    assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0]
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
+
+    # Resumed again, it trains nothing; a scoring flag may change on resume, for only training's
+    # flags are the checkpoint's.
+    assert main_here(*SMALL, "--out", out, "--resume", "--embed-train") == 0
+    assert "epoch 2/2" not in capsys.readouterr().out
     added = rows_beyond(scores(small_run), scores(out))
     assert [row["reduction"] for row in added] == ["umap10+train", "umap10+train"]
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
 
 
-def test_ctrl_c_while_the_workers_reduce_stops_every_process_and_writes_nothing(tmp_path):
-    # Stopping the worker pool once waited for ever on tasks still in its pipe; communicate's timeout
-    # in stop_run fails this test if the run hangs. The workers get Ctrl-C too, and stay silent.
-    out = tmp_path / "results"
-    status, lines = stop_run(out, signal.SIGINT, at="t-SNE to 2-D")
-    assert status == 130
-    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0]
-    assert [path.name for path in out.iterdir()] == [".checkpoint"]
-
-
-def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
+def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path, monkeypatch, capsys):
     # Two finished runs with the flags given: the command keeps them (trains nothing) and summarises.
     metrics = json.loads((small_run / "metrics.json").read_text())
     for seed, shift in ((0, 0.0), (1, 0.1)):
@@ -215,10 +254,10 @@ def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
         for row in run["clustering"]:
             row["acc"] += shift
         (folder / "metrics.json").write_text(json.dumps(run))
-    finished = subprocess.run([sys.executable, str(REPO / "benchmarks" / "seeds.py"), "--seeds", "0", "1",
-                               "--out", str(tmp_path), "--", *SMALL], capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.count("finished run kept") == 2 and "running" not in finished.stdout
+    monkeypatch.setattr(sys, "argv", ["seeds.py", "--seeds", "0", "1", "--out", str(tmp_path), "--", *SMALL])
+    seeds.main()
+    stdout = capsys.readouterr().out
+    assert stdout.count("finished run kept") == 2 and "running" not in stdout
     first = metrics["clustering"][0]
     row = f"| {first['features']} | {first['reduction']} | {first['clusterer']} | {first['acc'] + 0.05:.3f} +- 0.071 |"
     assert row in (tmp_path / "summary.md").read_text()
@@ -227,7 +266,7 @@ def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path):
 def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script(small_run, tmp_path):
     # Scored after epoch 1, stopped, and continued to epoch 2 from the checkpoint by a second call, as a
     # second command would: the model of epoch 2 is the script's own 2-epoch model, so its validation
-    # BCE and clustering embedding's rows repeat the script's. In this process: no second cold start.
+    # BCE and clustering embedding's rows repeat the script's.
     config = am.parse_config(SMALL)
     for counts in ([1], [1, 2]):
         epochs.score_counts(config, counts, tmp_path)

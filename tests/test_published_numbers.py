@@ -38,9 +38,17 @@ def test_readme_tables_repeat_their_summaries():
         assert cells[5] == worst_seed(row), line
 
 
-def test_the_docstring_states_the_headline_row_of_its_summary():
-    stated = re.search(r"ACC (\d\.\d{3}) / NMI (\d\.\d{3}), the mean of seeds (\d+)-(\d+)", " ".join(am.__doc__.split()))
+def test_the_docstring_states_the_readmes_bold_row_and_its_commands():
+    stated = re.search(r"at ACC (\d\.\d{3}) / NMI (\d\.\d{3}), the mean of seeds (\d+)-(\d+)",
+                       " ".join(am.__doc__.split()))
     assert stated, "the docstring's headline sentence moved; keep it checked here"
-    seeds, rows = summary("docs/results/headline/summary.md")
-    row = rows["latent", "umap10+train", "gmm"]
+    readme = (REPO / "README.md").read_text()
+    bold = [line for line in readme.splitlines() if line.startswith("| **")]
+    assert len(bold) == 2 and "latent, self-label, softmax" in bold[0]
+    seeds, rows = summary(SOURCE.search(bold[0]).group(1))
+    row = rows["latent", "self-label", "softmax"]
     assert stated.groups() == (row["ACC"].split(" +- ")[0], row["NMI"].split(" +- ")[0], str(seeds[0]), str(seeds[-1]))
+    # The README's first command block is the docstring's, line for line.
+    block = readme.split("```bash\n")[1].split("```")[0].strip().splitlines()
+    commands = am.__doc__.split("Commands:\n")[1].split("\n\n")[0].splitlines()
+    assert block == [line.strip() for line in commands]

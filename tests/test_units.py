@@ -114,8 +114,7 @@ def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path
     best = am.Clustering("latent", "self-label", "softmax", {"acc": 0.7, "nmi": 0.5, "ari": 0.4, "silhouette": 0.1},
                          1.0, clusters, np.zeros((15, 2)))
     shown = {}
-    plt = am.pyplot()
-    monkeypatch.setattr(plt.Figure, "savefig", lambda figure, path, **kwargs: shown.update(figure=figure))
+    monkeypatch.setattr(am.plt.Figure, "savefig", lambda figure, path, **kwargs: shown.update(figure=figure))
     am.plot_clusters(np.random.default_rng(0).random((15, 28, 28, 1)), labels, best, "test", tmp_path / "c.png", shown=4)
     axes = np.array(shown["figure"].axes).reshape(2, 9)
     assert axes[0, 0].get_ylabel() == "digit 0\n60.0% of 10" and axes[1, 0].get_ylabel() == "digit 1\n100.0% of 5"
@@ -126,7 +125,7 @@ def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path
 def test_accuracy_is_one_for_a_permuted_labelling():
     labels = np.repeat(np.arange(10), 7)
     permutation = np.array([3, 7, 0, 9, 1, 4, 8, 2, 6, 5])
-    assert am.clustering_accuracy(labels, permutation[labels]) == 1.0
+    assert am.score(labels, permutation[labels])["acc"] == 1.0
 
 
 def test_accuracy_matches_a_hand_computed_confusion():
@@ -134,9 +133,9 @@ def test_accuracy_matches_a_hand_computed_confusion():
     labels = np.array(list("aaab" "bbc" "cca"))
     clusters = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     # Best matching: 0->a (3), 1->b (2), 2->c (2): 7 of 10 right.
-    assert am.clustering_accuracy(labels, clusters) == pytest.approx(0.7)
+    assert am.score(labels, clusters)["acc"] == pytest.approx(0.7)
     # With fewer clusters than labels, the unmatched label's items all count as wrong.
-    assert am.clustering_accuracy(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 1, 1])) == pytest.approx(4 / 6)
+    assert am.score(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 1, 1]))["acc"] == pytest.approx(4 / 6)
 
 
 def test_reconstruction_scores_match_hand_computed_values():
@@ -144,11 +143,11 @@ def test_reconstruction_scores_match_hand_computed_values():
     reconstructions = np.array([0.1, 0.8, 0.5, 0.5], dtype=np.float32).reshape(1, 2, 2, 1)
     scores = am.score_reconstruction(images, reconstructions)
     # BCE per pixel: -ln 0.9, -ln 0.8, ln 2, ln 2; squared errors: 0.01, 0.04, 0, 0.0625.
-    assert scores["test_bce"] == pytest.approx((0.1053605 + 0.2231436 + 2 * 0.6931472) / 4, abs=1e-6)
-    assert scores["test_mse"] == pytest.approx(0.1125 / 4, abs=1e-7)
-    assert scores["test_psnr"] == pytest.approx(15.50907, abs=1e-4)  # 10 log10(1 / 0.028125)
+    assert scores["bce"] == pytest.approx((0.1053605 + 0.2231436 + 2 * 0.6931472) / 4, abs=1e-6)
+    assert scores["mse"] == pytest.approx(0.1125 / 4, abs=1e-7)
+    assert scores["psnr"] == pytest.approx(15.50907, abs=1e-4)  # 10 log10(1 / 0.028125)
     # A saturated reconstruction costs Keras' clipped log, not infinity.
-    assert am.score_reconstruction(images[..., :1, :1, :], np.ones((1, 1, 1, 1)))["test_bce"] == pytest.approx(
+    assert am.score_reconstruction(images[..., :1, :1, :], np.ones((1, 1, 1, 1)))["bce"] == pytest.approx(
         -np.log(1e-7), rel=1e-6)
 
 
@@ -163,39 +162,33 @@ def test_neighbour_graph_is_exact_with_each_point_first_at_distance_zero():
     assert np.allclose(np.take_along_axis(full, indices, axis=1), distances, atol=1e-5)
 
 
-def test_spaces_share_one_neighbour_graph_per_point_set():
-    rng = np.random.default_rng(0)
-    features, context = rng.random((120, 40), dtype=np.float32), rng.random((80, 40), dtype=np.float32)
-    config = am.Config(pca_dims=5)
-    spaces, shared = am.prepare_spaces("latent", features, ("none", "tsne", "umap", "umap10", "umap10+train"),
-                                       config, context)
-    by_name = {space.reduction: space for space in spaces}
-    assert [space.reduction for space in spaces] == ["none", "tsne", "umap", "umap10", "umap10+train"]
-    assert by_name["none"].points is features and by_name["tsne"].points.shape == (120, 5)
-    assert by_name["umap"].graph is by_name["umap10"].graph  # one graph for the scored points' fits
-    assert by_name["umap10+train"].points.shape == (200, 5)  # the scored points first, then the context
-    assert np.array_equal(by_name["umap10+train"].points[:120], by_name["umap"].points)
-    assert by_name["umap10+train"].graph[0].shape == (200, am.UMAP_NEIGHBOURS)
-    assert 0 < shared["pca_variance_kept"] < 1
-
-
-def test_worker_processes_return_what_the_main_process_computes():
+def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_computes_them():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 40)
-    features = (rng.normal(size=(120, 6)) + 4 * labels[:, None]).astype(np.float32)
-    config = am.Config(pca_dims=0)
-    spaces, _ = am.prepare_spaces("pixels", features, ("none", "pca"), config)
-    clusterings, worker_peak_mb = am.reduce_and_cluster(spaces, labels, config)
-    assert [(c.features, c.reduction, c.clusterer) for c in clusterings] == [("pixels", "none", "kmeans"),
-                                                                            ("pixels", "pca", "kmeans")]
-    assert worker_peak_mb > 100  # a worker imports umap-learn, numba and scikit-learn
-    for space, clustering in zip(spaces, clusterings):
-        expected = am.embed(space, config)
-        assert np.allclose(clustering.embedding, expected, atol=1e-5)
-        direct_clusters, direct_scores = am.cluster_and_score(expected, labels, 3, config.seed)
-        assert np.array_equal(clustering.clusters, direct_clusters)
-        assert clustering.scores == pytest.approx(direct_scores)
-    assert clusterings[0].scores["acc"] == 1.0  # the three well-separated blobs, found
+    blobs = (rng.normal(size=(200, 6)) + 4 * np.repeat(np.arange(3), [70, 70, 60])[:, None]).astype(np.float32)
+    codes, context = blobs[np.r_[0:40, 70:110, 140:180]], blobs[np.r_[40:70, 110:140, 180:200]]
+    images = rng.random((120, 28, 28, 1), dtype=np.float32)
+    config = am.parse_config(["--pca-dims", "5"])
+    clusterings, shared = am.reduce_and_cluster(images, codes, context, labels, config)
+    assert [(c.features, c.reduction, c.clusterer) for c in clusterings] == [
+        ("pixels", "none", "kmeans"), ("pixels", "pca", "kmeans"), ("pixels", "umap", "kmeans"),
+        ("pixels", "umap10", "kmeans"), ("pixels", "umap10", "gmm"), ("latent", "none", "kmeans"),
+        ("latent", "pca", "kmeans"), ("latent", "tsne", "kmeans"), ("latent", "umap", "kmeans"),
+        ("latent", "umap10", "kmeans"), ("latent", "umap10", "gmm"), ("latent", "umap10+train", "kmeans"),
+        ("latent", "umap10+train", "gmm")]
+    assert shared["worker_peak_rss_mb"] > 100  # a worker imports umap-learn, numba and scikit-learn
+    assert 0 < shared["pca_variance_kept"]["latent"] < 1
+    by_row = {(c.features, c.reduction, c.clusterer): c for c in clusterings}
+    assert by_row["latent", "none", "kmeans"].scores["acc"] == 1.0  # the three blobs, found
+    assert by_row["latent", "none", "kmeans"].embedding is None  # the codes themselves: not sent back
+    assert by_row["latent", "umap10+train", "gmm"].embedding.shape == (120, 10)  # scored points only
+    # A worker's task, run here, gives the same row: the points' principal components, then PCA to 2-D.
+    compact, _ = am.principal_components(codes, config)
+    [direct], _ = am.embed_and_cluster("latent", "pca", codes, None, labels, config)
+    assert np.allclose(by_row["latent", "pca", "kmeans"].embedding, direct.embedding, atol=1e-5)
+    assert np.array_equal(by_row["latent", "pca", "kmeans"].clusters, direct.clusters)
+    assert by_row["latent", "pca", "kmeans"].scores == pytest.approx(direct.scores)
+    assert compact.shape == (120, 5)
 
 
 def report_peak_memory(_):
@@ -258,11 +251,11 @@ def test_silhouette_is_sampled_only_above_its_point_count(monkeypatch):
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 150)
     points = rng.normal(size=(300, 2)) + labels[:, np.newaxis] * 3
-    everyone = am.cluster_and_score(points, labels, 2, seed=0)[1]["silhouette"]
+    everyone = am.score(labels, labels, points, seed=0)["silhouette"]
     monkeypatch.setattr(am, "SILHOUETTE_POINTS", 300)
-    assert am.cluster_and_score(points, labels, 2, seed=0)[1]["silhouette"] == everyone
+    assert am.score(labels, labels, points, seed=0)["silhouette"] == everyone
     monkeypatch.setattr(am, "SILHOUETTE_POINTS", 50)
-    sampled = [am.cluster_and_score(points, labels, 2, seed=seed)[1]["silhouette"] for seed in (0, 1)]
+    sampled = [am.score(labels, labels, points, seed=seed)["silhouette"] for seed in (0, 1)]
     assert sampled[0] != everyone and sampled[0] != sampled[1] and abs(sampled[0] - everyone) < 0.1
 
 
@@ -309,9 +302,9 @@ def test_a_flag_missing_from_an_older_checkpoint_counts_as_its_default():
     # A checkpoint written before --architecture existed has no entry for it; it was made with conv.
     older = {key: str(value) for key, value in am.config_record(am.Config()).items()
              if key in am.TRAINING_FLAGS and key != "architecture"}
-    am.require_same_training(older, am.Config(resume=True), "the checkpoint", "")
-    with pytest.raises(am.InputError, match="was made with --architecture conv, this run has dense"):
-        am.require_same_training(older, am.Config(architecture="dense", bottleneck=10), "the checkpoint", "")
+    assert am.training_mismatch(older, am.Config(resume=True)) is None
+    assert am.training_mismatch(older, am.Config(architecture="dense", bottleneck=10)) == (
+        "was made with --architecture conv, this run has dense")
 
 
 def test_a_recipe_sets_its_flags_and_flags_beside_it_win():
