@@ -4,14 +4,14 @@ Trains an autoencoder on the 60,000 MNIST training images, encodes the 10,000 he
 reduces the codes with PCA, t-SNE and UMAP, clusters them with KMeans (and a Gaussian mixture on the
 10-d clustering embedding) and scores the clusters against the true digits; raw pixels go through
 the same clustering, to show what the autoencoder adds. The default is the seed's recipe, a small
-convolutional autoencoder. `--recipe self-label`, chosen on a validation split, clusters the held-out
-test images at ACC 0.984 / NMI 0.955, the mean of seeds 0-4 (README.md).
+convolutional autoencoder. `--recipe self-label`, chosen on a validation split, clusters the
+held-out test images at ACC 0.984 / NMI 0.955, the mean of seeds 0-4 (README.md).
 
 Commands:
     pip install -r requirements.txt
     # a quick look, about half a minute on two CPU cores
     python autoencoder_mnist.py --epochs 4 --train-size 5000 --test-size 1000 --out quick
-    # the seed's recipe: 20 epochs on all training images, every output in results/ (about 10 minutes)
+    # the seed's recipe: 20 epochs on all training images, outputs in results/ (about 10 minutes)
     python autoencoder_mnist.py
     # the headline recipe, and the same over seeds 0-4 with a summary in seeds/summary.md
     python autoencoder_mnist.py --recipe headline --out headline
@@ -29,7 +29,7 @@ Metrics:
     BCE         binary cross-entropy per pixel between image and reconstruction (the training loss)
     MSE         mean squared error per pixel, intensities in [0, 1]
     PSNR        peak signal-to-noise ratio, 10 * log10(1 / MSE), in dB (higher is better)
-    silhouette  mean silhouette coefficient in the space that was clustered (-1..1, higher = tighter)
+    silhouette  mean silhouette coefficient in the space clustered (-1..1, higher = tighter)
     ARI         adjusted Rand index between clusters and true labels (0 = chance, 1 = identical)
     NMI         normalized mutual information between clusters and true labels (0..1)
     ACC         the share of images labelled right under the best one-to-one matching of clusters
@@ -98,6 +98,13 @@ SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a 
 # same rows on any machine. Slowest first (on MNIST), so that none starts last.
 WORKERS = 2
 SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
+# Named sets of flags, chosen on the validation split (docs/EXPERIMENTS.md); "seed": the defaults.
+HEADLINE = {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50,
+            "embed_train": True}
+RECIPES = {"seed": {}, "headline": HEADLINE, "self-label": {**HEADLINE, "self_label": 3}}
+# The flags that decide which model training makes: --resume and --reuse-model check them.
+TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs",
+                  "batch_size", "noise", "augment", "seed")
 
 
 class InputError(ValueError):
@@ -108,20 +115,13 @@ class WriteError(OSError):
     """A file of the run could not be written (a full disk): one line, exit status 1."""
 
 
-# ---- Config ---------------------------------------------------------------------------------------
-
-# Named sets of flags, chosen on the validation split (docs/EXPERIMENTS.md); "seed" is every default.
-HEADLINE = {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50, "embed_train": True}
-RECIPES = {"seed": {}, "headline": HEADLINE, "self-label": {**HEADLINE, "self_label": 3}}
-# The flags that decide which model training makes: --resume and --reuse-model check them.
-TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs",
-                  "batch_size", "noise", "augment", "seed")
+# ---- Config --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a run, each the flag of its name (`--help` says what it does). The defaults
-    are the seed's recipe, but for UMAP's 200 layout epochs (a shortcut, docs/EXPERIMENTS.md)."""
+    """Every setting of a run, each the flag of its name (parse_config says what it does). The
+    defaults are the seed's recipe, but for UMAP's 200 layout epochs (docs/EXPERIMENTS.md)."""
 
     recipe: str = "seed"
     data: Path | None = None  # None: the bundled data/mnist.npz
@@ -148,83 +148,50 @@ class Config:
     resume: bool = False
 
 
-def flag(name: str) -> str:
-    """The command-line flag of a Config field: batch_size -> --batch-size."""
-    return "--" + name.replace("_", "-")
-
-
-def recipe_flags(recipe: str) -> str:
-    """A recipe as the flags it stands for: "--architecture dense --bottleneck 10 ..."."""
-    return " ".join(flag(name) + ("" if value is True else f" {value}")
-                    for name, value in RECIPES[recipe].items())
-
-
-def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
-    """A flag's check: a finite number of `kind` (int: whole numbers), at least `minimum`."""
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
-        return value
-    return parse
-
-
 def parse_config(argv: list[str] | None = None) -> Config:
-    """Each flag with its check and help, its default Config's; argparse exits 2 on a bad one."""
+    """Each flag with its check and help, its default Config's; argparse exits 2 on a bad flag."""
     parser = argparse.ArgumentParser(
         prog="autoencoder_mnist.py", allow_abbrev=False, description=__doc__.split("\n\n")[0],
-        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")] + "README.md says more.",
+        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")] + "More: README.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(**asdict(Config()))
-    add, count, number = parser.add_argument, at_least(1), at_least(0, float)
-    add("--recipe", choices=tuple(RECIPES), help=(
-        f"a named set of flags: seed, every default; headline, {recipe_flags('headline')}; "
-        f"self-label, {recipe_flags('self-label')}. Flags beside it win (default: seed)"))
-    add("--data", type=Path, metavar="PATH",
-        help="a local .npz in Keras' mnist.npz layout (default: the bundled data/mnist.npz)")
-    add("--train-size", type=count, metavar="N", help="train on N images, sampled by label "
-        "with --seed (default: all)")
-    add("--test-size", type=count, metavar="N", help=f"score N images, sampled the same way, "
-        f"at least {MIN_IMAGES} (default: all)")
-    add("--evaluate-on", choices=("test", "validation", "train+test"), help=(
-        "score the test set; or as many training images held out of training (choose on "
-        "validation); or train on and score all images, the deep-clustering papers' protocol "
-        "(default: test)"))
-    add("--architecture", choices=("conv", "dense"), help=(
-        "the seed's convolutional autoencoder, or N2D's 784-500-500-2000-N one (default: conv)"))
-    add("--bottleneck", type=at_least(0), metavar="N", help="a code of N numbers: conv squeezes "
-        "its 7x7x32 maps through a dense layer; dense needs it (default: 0, the seed's maps)")
-    add("--noise", type=number, metavar="SIGMA", help="denoising: Gaussian noise of this standard "
-        "deviation on the training input (default: 0)")
-    add("--epochs", type=count, metavar="N", help="training epochs (default: 20)")
-    add("--batch-size", type=count, metavar="N", help="images per step (default: 256)")
-    add("--augment", action="store_true", help="train on images shifted by up to 10%% and rotated "
-        "by up to 10 degrees, afresh every epoch (DEC-DA's augmentation) (default: off)")
-    add("--reuse-model", type=Path, metavar="FOLDER", help="score the model of the finished run in "
-        f"FOLDER instead of training; its {', '.join(map(flag, TRAINING_FLAGS))} must match")
-    add("--pca-dims", type=at_least(0), metavar="N", help="principal components that t-SNE and "
-        "UMAP start from; 0: the features themselves (default: 50)")
-    add("--tsne-angle", type=number, metavar="THETA", help="t-SNE's Barnes-Hut angle, at most 1: "
-        "larger is faster and coarser (default: 0.5)")
-    add("--umap-epochs", type=at_least(0), metavar="N", help="UMAP's layout epochs; 0: "
-        "umap-learn's choice, 500 up to 10,000 points (default: 200, in about half the time)")
+    add, count, number, size = parser.add_argument, at_least(1), at_least(0, float), at_least(0)
+    add("--recipe", choices=tuple(RECIPES), help=f"a named set of flags: seed, every default; "
+        f"headline, {recipe_flags('headline')}; self-label, {recipe_flags('self-label')}. Flags "
+        "beside it win (default: seed)")
+    add("--data", type=Path, metavar="PATH", help="an .npz in Keras' mnist.npz layout "
+        "(default: the bundled data/mnist.npz)")
+    add("--train-size", type=count, metavar="N", help="train on N images, drawn by label")
+    add("--test-size", type=count, metavar="N", help=f"score N images, at least {MIN_IMAGES}")
+    add("--evaluate-on", choices=("test", "validation", "train+test"), help="score the test set; "
+        "or as many training images held out (choose on validation); or all images, trained on, "
+        "as the deep-clustering papers do (default: test)")
+    add("--architecture", choices=("conv", "dense"), help="the seed's convolutional autoencoder, "
+        "or N2D's 784-500-500-2000-N (default: conv)")
+    add("--bottleneck", type=size, metavar="N", help="a code of N numbers; dense needs it "
+        "(default: 0, the seed's 7x7x32 maps)")
+    add("--noise", type=number, metavar="SIGMA", help="Gaussian noise on the training input")
+    add("--epochs", type=count, metavar="N", help="training epochs (default: %(default)s)")
+    add("--batch-size", type=count, metavar="N", help="images per step (default: %(default)s)")
+    add("--augment", action="store_true", help="train on images shifted by up to 10%% and "
+        "rotated by up to 10 degrees (DEC-DA's)")
+    add("--reuse-model", type=Path, metavar="FOLDER", help="score a finished run's model instead "
+        f"of training; its {', '.join(map(flag, TRAINING_FLAGS))} must match")
+    add("--pca-dims", type=size, metavar="N", help="principal components that t-SNE and UMAP "
+        "start from; 0: the features (default: %(default)s)")
+    add("--tsne-angle", type=number, metavar="THETA", help="t-SNE's Barnes-Hut angle, at most 1 "
+        "(default: %(default)s)")
+    add("--umap-epochs", type=size, metavar="N", help="UMAP's layout epochs; 0: umap-learn's "
+        "choice (default: %(default)s, in about half the time)")
     add("--embed-train", action="store_true", help="add rows umap10+train: the 10-d UMAP fitted "
-        "with the training codes as unlabelled context (default: off)")
-    add("--self-label", type=at_least(0), metavar="ROUNDS", help="train a copy of the encoder "
-        "for clustering after pretraining: ROUNDS rounds of self-labelling on shifted and rotated "
-        "training images, from the mixture's clusters of their codes (default: 0, off)")
-    add("--self-label-epochs", type=count, metavar="N", help="epochs per round (default: 4)")
-    add("--seed", type=at_least(0), metavar="N", help="seed for sampling, weights, shuffling and "
-        "every estimator (default: 0)")
-    add("--out", type=Path, metavar="FOLDER", help="folder for every output (default: results)")
-    add("--resume", action="store_true", help="continue an interrupted run in --out from its last "
-        "saved epoch (default: off)")
+        "with the training codes as unlabelled context")
+    add("--self-label", type=size, metavar="ROUNDS", help="after pretraining, train a copy of the "
+        "encoder for clustering: ROUNDS rounds of self-labelling on the training images")
+    add("--self-label-epochs", type=count, metavar="N",
+        help="epochs per round (default: %(default)s)")
+    add("--seed", type=size, metavar="N", help="seed of everything random (default: %(default)s)")
+    add("--out", type=Path, metavar="FOLDER", help="folder of the outputs (default: %(default)s)")
+    add("--resume", action="store_true", help="continue an interrupted run in --out")
     # A recipe sets the defaults of its flags, so that a flag given beside it wins. Under train+test
     # every image is scored already: there are no training codes left to add as context.
     chosen = parser.parse_known_args(argv)[0]
@@ -248,13 +215,40 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return config
 
 
+def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
+    """A flag's check: a finite number of `kind` (int: whole numbers), at least `minimum`."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
+        return value
+    return parse
+
+
+def flag(name: str) -> str:
+    """A Config field's flag: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def recipe_flags(recipe: str) -> str:
+    """A recipe as the flags it stands for: "--architecture dense --bottleneck 10 ..."."""
+    return " ".join(flag(name) + ("" if value is True else f" {value}")
+                    for name, value in RECIPES[recipe].items())
+
+
 def config_record(config: Config) -> dict:
-    """The config as metrics.json records it: every field, paths as text."""
+    """The config as metrics.json records it: paths as text."""
     return {key: str(value) if isinstance(value, Path) else value
             for key, value in asdict(config).items()}
 
 
-# ---- Data -----------------------------------------------------------------------------------------
+# ---- Data ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -269,22 +263,24 @@ class Dataset:
 
 
 def load_data(config: Config) -> Dataset:
-    """Load, check and sample the data."""
+    """Load, check and sample the data: the bundled MNIST, --data, or Keras' download."""
     if config.data is not None:
         arrays, source = read_npz(config.data), str(config.data)
     elif BUNDLED_DATA.is_file():
         digest = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
         if digest != BUNDLED_SHA256:
-            raise InputError(f"{BUNDLED_DATA} is damaged (sha256 {digest[:12]}...); restore it with "
-                             "`git checkout data/mnist.npz` or pass a copy with --data")
+            raise InputError(f"{BUNDLED_DATA} is damaged (sha256 {digest[:12]}...); restore it "
+                             "with `git checkout data/mnist.npz` or pass a copy with --data")
         arrays, source = read_npz(BUNDLED_DATA), "data/mnist.npz (bundled, sha256 checked)"
     else:
         arrays, source = download_mnist(), "keras.datasets.mnist"
-    rng, n_train, n_test = np.random.default_rng(config.seed), len(arrays["y_train"]), len(arrays["y_test"])
+    rng, n_train, n_test = (np.random.default_rng(config.seed), len(arrays["y_train"]),
+                            len(arrays["y_test"]))
     if config.evaluate_on == "validation":
         if n_train < 2 * n_test:
-            raise InputError(f"{source} has {n_train} training images, too few to hold out {n_test} "
-                             "(as many as its test set) and train on the rest; use --evaluate-on test")
+            raise InputError(f"{source} has {n_train} training images, too few to hold out "
+                             f"{n_test} (as many as its test set) and train on the rest; use "
+                             "--evaluate-on test")
         held_out = np.zeros(n_train, dtype=bool)
         held_out[stratified_sample(arrays["y_train"], n_test, rng)] = True
         for axis in "xy":
@@ -300,13 +296,13 @@ def load_data(config: Config) -> Dataset:
             keep = stratified_sample(arrays[f"y_{split}"], size, rng)
             for axis in "xy":
                 arrays[f"{axis}_{split}"] = arrays[f"{axis}_{split}"][keep]
-    if config.evaluate_on == "train+test":  # transductive: the images trained on are the ones scored
+    if config.evaluate_on == "train+test":  # transductive: the images trained on are scored
         for axis in "xy":
             arrays[f"{axis}_train"] = arrays[f"{axis}_test"] = np.concatenate(
                 [arrays[f"{axis}_train"], arrays[f"{axis}_test"]])
         source += " (train+test: training and test images together, trained on and scored)"
-    n_train, n_test, n_classes = (len(arrays["y_train"]), len(arrays["y_test"]),
-                                  len(np.unique(arrays["y_test"])))
+    n_train, n_test = len(arrays["y_train"]), len(arrays["y_test"])
+    n_classes = len(np.unique(arrays["y_test"]))
     for wrong, message in [
         (n_test < MIN_IMAGES, f"only {n_test} test images; t-SNE and UMAP need at least "
          f"{MIN_IMAGES}: use --test-size {MIN_IMAGES} or more"),
@@ -317,7 +313,8 @@ def load_data(config: Config) -> Dataset:
          f"at least two images per class on average: use --test-size {n_classes * 2} or more")]:
         if wrong:
             raise InputError(message)
-    x_train, y_train = (arrays["x_train"] / np.float32(255))[..., None], arrays["y_train"].astype(int)
+    x_train = (arrays["x_train"] / np.float32(255))[..., None]
+    y_train = arrays["y_train"].astype(int)
     if config.evaluate_on == "train+test":  # one copy
         return Dataset(x_train, y_train, x_train, y_train, source)
     return Dataset(x_train, y_train, (arrays["x_test"] / np.float32(255))[..., None],
@@ -348,33 +345,30 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise InputError(f"--data {path} is a damaged .npz ({error}); save it again with "
                          "numpy.savez") from None
-    for split in ("train", "test"):
-        check_split(arrays[f"x_{split}"], arrays[f"y_{split}"], split)
+    for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
+        images, labels = arrays[x], arrays[y]
+        if images.dtype.kind not in "uif":
+            raise InputError(f"{x} has dtype {images.dtype}; images must be numbers 0..255 (uint8 "
+                             "as in Keras)")
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+            raise InputError(f"{x} has shape {images.shape}; images must be (n, 28, 28) with "
+                             "n >= 1")
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            raise InputError(f"{x} contains NaN or infinity; images must be finite intensities "
+                             "0..255")
+        if images.min() < 0 or images.max() > 255:
+            raise InputError(f"{x} has values {images.min()}..{images.max()}; intensities must lie "
+                             "in 0..255")
+        if labels.dtype.kind not in "ui" or labels.ndim != 1:
+            raise InputError(f"{y} has dtype {labels.dtype} and shape {labels.shape}; labels must "
+                             "be a 1-D integer array")
+        if len(labels) != len(images):
+            raise InputError(f"{y} has {len(labels)} labels for {len(images)} images in {x}; give "
+                             "one label per image")
+        if labels.min() < 0 or labels.max() > 255:
+            raise InputError(f"{y} has labels {labels.min()}..{labels.max()}; labels must be class "
+                             "numbers 0..255")
     return arrays
-
-
-def check_split(images: np.ndarray, labels: np.ndarray, split: str) -> None:
-    """Refuse images that are not (n, 28, 28) intensities in 0..255, or labels that don't fit them."""
-    x, y = f"x_{split}", f"y_{split}"
-    if images.dtype.kind not in "uif":
-        raise InputError(f"{x} has dtype {images.dtype}; images must be numbers 0..255 (uint8 as "
-                         "in Keras)")
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
-        raise InputError(f"{x} has shape {images.shape}; images must be (n, 28, 28) with n >= 1")
-    if images.dtype.kind == "f" and not np.isfinite(images).all():
-        raise InputError(f"{x} contains NaN or infinity; images must be finite intensities 0..255")
-    if images.min() < 0 or images.max() > 255:
-        raise InputError(f"{x} has values {images.min()}..{images.max()}; intensities must lie in "
-                         "0..255")
-    if labels.dtype.kind not in "ui" or labels.ndim != 1:
-        raise InputError(f"{y} has dtype {labels.dtype} and shape {labels.shape}; labels must be a "
-                         "1-D integer array")
-    if len(labels) != len(images):
-        raise InputError(f"{y} has {len(labels)} labels for {len(images)} images in {x}; give one "
-                         "label per image")
-    if labels.min() < 0 or labels.max() > 255:
-        raise InputError(f"{y} has labels {labels.min()}..{labels.max()}; labels must be class "
-                         "numbers 0..255")
 
 
 def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -402,18 +396,17 @@ def download_mnist() -> dict[str, np.ndarray]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
-# ---- Model ----------------------------------------------------------------------------------------
+# ---- Model ---------------------------------------------------------------------------------------
 
 
 def build_autoencoder(bottleneck: int = 0, architecture: str = "conv",
                       noise: float = 0.0) -> tuple[keras.Model, keras.Model]:
-    """The autoencoder of images (n, 28, 28, 1) and its encoder; the decoder is its layer "decoder".
+    """The autoencoder of images (n, 28, 28, 1) and its encoder; its layer "decoder" is the decoder.
 
-    conv, the seed's: Conv2D(32, 3x3, relu) -> MaxPooling2D(2) -> Conv2D(32) -> MaxPooling2D(2),
-    codes (n, 7, 7, 32), then Conv2D(32) -> UpSampling2D(2) -> Conv2D(32) -> UpSampling2D(2) ->
-    Conv2D(1, sigmoid); a `bottleneck` squeezes the maps through a dense layer. dense, N2D's: 784
-    -> 500 -> 500 -> 2000 (relu) -> a linear code of `bottleneck` numbers, and mirrored; far faster
-    on a CPU. With `noise`, Gaussian noise on the input in training only (denoising).
+    conv (the seed's): Conv2D(32, 3x3, relu) -> MaxPooling2D(2), twice, a (7, 7, 32) code, then
+    (Conv2D(32) -> UpSampling2D(2)) twice -> Conv2D(1, sigmoid); a `bottleneck` squeezes the code
+    through dense layers. dense (N2D's): 784 -> 500 -> 500 -> 2000 -> `bottleneck`, and mirrored.
+    `noise`: Gaussian noise on the input in training only (a denoising autoencoder).
     """
     import keras
     from keras import layers
@@ -431,8 +424,7 @@ def build_autoencoder(bottleneck: int = 0, architecture: str = "conv",
         if bottleneck:
             x = layers.Reshape((7, 7, 32))(layers.Dense(7 * 7 * 32, activation="relu")(x))
         for _ in range(2):
-            x = layers.Conv2D(32, 3, activation="relu", padding="same")(x)
-            x = layers.UpSampling2D(2)(x)
+            x = layers.UpSampling2D(2)(layers.Conv2D(32, 3, activation="relu", padding="same")(x))
         reconstruction = layers.Conv2D(1, 3, activation="sigmoid", padding="same")(x)
     else:
         x = layers.Flatten()(image)
@@ -449,8 +441,8 @@ def build_autoencoder(bottleneck: int = 0, architecture: str = "conv",
 
 
 def augmenter() -> keras.Sequential:
-    """Layers that shift and rotate images at random, afresh on every call in training; what a
-    shift uncovers is black, as MNIST's background."""
+    """Layers that shift and rotate images at random, afresh on every call in training, filling
+    with black as MNIST's background."""
     import keras
     from keras import layers
 
@@ -458,17 +450,15 @@ def augmenter() -> keras.Sequential:
                              layers.RandomRotation(ROTATION, fill_mode="constant")], name="augment")
 
 
-# ---- Train ----------------------------------------------------------------------------------------
+# ---- Train ---------------------------------------------------------------------------------------
 
 
 def train(autoencoder: keras.Model, data: Dataset, config: Config,
           checkpoint: Path) -> dict[str, list[float]]:
     """Fit the autoencoder to reproduce its input; returns loss, val_loss and images/s per epoch.
-
     After each epoch BackupAndRestore saves weights, optimizer and epoch in `checkpoint`, whence a
-    run continues, and CSVLogger adds a line to its history.csv, read back at the end: fit() knows
-    only this process's epochs.
-    """
+    run continues, and CSVLogger adds a line to history.csv, read back at the end (fit() knows only
+    this process's epochs)."""
     import keras
 
     autoencoder.compile(optimizer="adam", loss="binary_crossentropy")
@@ -508,8 +498,8 @@ def train(autoencoder: keras.Model, data: Dataset, config: Config,
 
 
 def training_batches(images: np.ndarray, config: Config) -> dict:
-    """fit()'s training data: the images as input and target, or with --augment a tf.data pipeline
-    of batches shifted and rotated afresh every epoch, each input its own target."""
+    """fit()'s training data: the images as input and target, or with --augment batches shifted
+    and rotated afresh every epoch (tf.data), each input its own target."""
     if not config.augment:
         return {"x": images, "y": images, "batch_size": config.batch_size, "shuffle": True}
     import tensorflow as tf
@@ -526,7 +516,7 @@ def training_batches(images: np.ndarray, config: Config) -> dict:
             "shuffle": False}
 
 
-# ---- Encode ---------------------------------------------------------------------------------------
+# ---- Encode --------------------------------------------------------------------------------------
 
 
 def encode(encoder: keras.Model, images: np.ndarray) -> np.ndarray:
@@ -543,7 +533,7 @@ def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dic
             "psnr": float(10 * np.log10(1 / mse))}
 
 
-# ---- Reduce, cluster and score --------------------------------------------------------------------
+# ---- Reduce, cluster and score -------------------------------------------------------------------
 
 
 @dataclass
@@ -556,7 +546,7 @@ class Clustering:
     scores: dict[str, float]  # ari, nmi, acc and silhouette
     seconds: float  # what the reduction took
     clusters: np.ndarray  # (n,), one per scored image
-    embedding: np.ndarray | None  # (n, d): the scored images in the reduced space; None for "none"
+    embedding: np.ndarray | None  # (n, d): the scored images reduced; None for "none"
 
     @property
     def row(self) -> dict:
@@ -566,14 +556,11 @@ class Clustering:
 
 def reduce_and_cluster(images: np.ndarray, codes: np.ndarray, context: np.ndarray | None,
                        labels: np.ndarray, config: Config) -> tuple[list[Clustering], dict]:
-    """Every row of the table: the scored images' pixels (n, 784) and codes (n, d) through each of
-    their REDUCTIONS, and "umap10+train" with the training codes as `context` (m, d).
-
-    t-SNE and UMAP start from principal components, and the UMAP fits of a set of points share its
-    exact neighbour graph. The work runs in WORKERS worker processes of one thread each (joblib's,
-    which stop at once on an error or Ctrl-C). Returns the rows, and what metrics.json records of
-    the shared work and the workers' memory.
-    """
+    """Every row of the table: the scored images' pixels (n, 784) and codes (n, d) through their
+    REDUCTIONS, and "umap10+train" with the training codes as `context` (m, d). t-SNE and UMAP start
+    from principal components, the UMAP fits of a set of points from its one neighbour graph; the
+    work runs in WORKERS processes of one thread (joblib's, which stop at once on an error or
+    Ctrl-C). Returns the rows, and what metrics.json records of the shared work and the workers."""
     tasks, shared = [], {"pca_variance_kept": {}, "reduce_shared_seconds": {}}
     for kind, features in (("pixels", images.reshape(len(images), -1)), ("latent", codes)):
         start = time.perf_counter()
@@ -589,9 +576,9 @@ def reduce_and_cluster(images: np.ndarray, codes: np.ndarray, context: np.ndarra
             names += ("umap10+train",)
         tasks += [(kind, name, *spaces[name]) for name in names]
         seconds["neighbours_seconds"] = round(time.perf_counter() - start, 2)
+        shared["reduce_shared_seconds"][kind] = seconds
         shared["pca_variance_kept"][kind] = (None if pca is None
                                              else float(pca.explained_variance_ratio_.sum()))
-        shared["reduce_shared_seconds"][kind] = seconds
     order = sorted(range(len(tasks)), key=lambda index: SLOWEST_FIRST.index(tasks[index][1]))
     # Arrays go to the workers whole, not as memory-mapped files. Their stderr is muted: a Ctrl-C as
     # one starts would print a traceback; an error in a task is raised here, and reported as usual.
@@ -605,8 +592,8 @@ def reduce_and_cluster(images: np.ndarray, codes: np.ndarray, context: np.ndarra
 
 
 def principal_components(features: np.ndarray, config: Config) -> tuple[np.ndarray, PCA | None]:
-    """The --pca-dims principal components of features (n, d) and the fitted PCA; or the features
-    and None under --pca-dims 0."""
+    """The --pca-dims principal components of features (n, d) and their PCA, or, under --pca-dims
+    0, the features and None."""
     if not config.pca_dims:
         return features, None
     pca = PCA(n_components=min(config.pca_dims, *features.shape), random_state=config.seed)
@@ -616,9 +603,8 @@ def principal_components(features: np.ndarray, config: Config) -> tuple[np.ndarr
 def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of each point (n, d), itself first at distance 0 as UMAP expects:
     indices (n, k) and distances (n, k). Faster than UMAP's own search on tens of dimensions."""
-    # Asked for the points' own neighbours, scikit-learn leaves each point out; asked with the
-    # points again it would find each at a rounding error's distance, which UMAP would take for its
-    # nearest neighbour's (rho), shifting every membership in its graph.
+    # Asked with the points again, scikit-learn would find each at a rounding error's distance,
+    # which UMAP would take for its nearest neighbour's (rho), shifting every membership.
     others, indices = NearestNeighbors(n_neighbors=min(k, len(points)) - 1).fit(points).kneighbors()
     itself = np.arange(len(points))[:, None]
     return np.hstack([itself, indices]), np.hstack([np.zeros_like(itself, others.dtype), others])
@@ -644,8 +630,8 @@ def embed_and_cluster(kind: str, name: str, points: np.ndarray, graph: tuple | N
 
 
 def reduce(name: str, points: np.ndarray, graph: tuple | None, config: Config) -> np.ndarray:
-    """Points (n, d) reduced: to (n, 2), or (n, 10) by umap10; "none" keeps them. UMAP starts
-    from their `nearest_neighbours` graph."""
+    """Points (n, d) reduced to (n, 2), or (n, 10) by umap10 ("none" keeps them); UMAP starts from
+    their nearest_neighbours `graph`."""
     if name == "none":
         return points
     from umap import UMAP
@@ -658,7 +644,7 @@ def reduce(name: str, points: np.ndarray, graph: tuple | None, config: Config) -
     reducers = {"pca": PCA(n_components=2, random_state=config.seed),
                 "tsne": TSNE(n_components=2, angle=config.tsne_angle, random_state=config.seed),
                 "umap": umap(2, 15),
-                # For clustering, not looking at: more room, points packed tight, wider neighbourhoods.
+                # For clustering: more room, points packed tight, wider neighbourhoods.
                 "umap10": umap(10, 30, min_dist=0.0)}
     with warnings.catch_warnings():  # that a graph without its search index can't embed new points
         warnings.filterwarnings("ignore", message="precomputed_knn")
@@ -673,7 +659,7 @@ def clusterers(n_clusters: int, seed: int) -> dict:
 
 def score(labels: np.ndarray, clusters: np.ndarray, points: np.ndarray | None = None,
           seed: int = 0) -> dict[str, float]:
-    """ARI, NMI and ACC of clusters (n,) against labels (n,); with the clustered points (n, d), their
+    """ARI, NMI and ACC of clusters (n,) against labels (n,); given the clustered points (n, d), the
     silhouette too (on SILHOUETTE_POINTS of them, drawn with `seed`, where there are more)."""
     counts, rows, columns = matching(labels, clusters)
     scores = {"ari": float(adjusted_rand_score(labels, clusters)),
@@ -696,20 +682,18 @@ def matching(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.n
     return counts, *linear_sum_assignment(counts, maximize=True)
 
 
-# ---- Train for clustering (--self-label) ----------------------------------------------------------
+# ---- Train for clustering (--self-label) ---------------------------------------------------------
 
 
 def train_for_clustering(encoder: keras.Model, images: np.ndarray, n_clusters: int,
                          config: Config) -> tuple[keras.Model, list[float]]:
-    """The stage after pretraining, on the training images (n, 28, 28, 1) alone, never a scored one
-    or a label: their codes' clusters (umap10, the mixture) are the first targets of a classifier
-    (build_classifier); each later round it learns its own clusters of the round before, Adam's rate
-    falling from 1e-3 to 0 along one cosine. Returns the classifier and, per round, the share of
-    images whose cluster changed (convergence, without a label). Seeded afresh: a reused model gives
-    the same classifier."""
+    """On the training images (n, 28, 28, 1) alone, never a scored one or a label: their codes'
+    clusters (umap10, the mixture) are the first targets of a classifier (build_classifier); each
+    later round it learns its own, Adam's rate falling from 1e-3 to 0 along one cosine. Returns it
+    and, per round, the share of images that changed cluster (convergence, without a label)."""
     import keras
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)  # the same classifier from a reused model
     compact, _ = principal_components(encode(encoder, images), config)
     graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
     print(f"  {SAYS['umap10']} of the training codes, {len(compact):,} points", flush=True)
@@ -717,15 +701,17 @@ def train_for_clustering(encoder: keras.Model, images: np.ndarray, n_clusters: i
         targets = clusterers(n_clusters, config.seed)["gmm"].fit_predict(
             reduce("umap10", compact, graph, config))
     classifier = build_classifier(encoder, n_clusters)
-    steps = config.self_label * config.self_label_epochs * math.ceil(len(images) / config.batch_size)
+    steps = (config.self_label * config.self_label_epochs
+             * math.ceil(len(images) / config.batch_size))
     classifier.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     changed = []
     with signals_deferred() as stop_if_signalled:
         for round_ in range(1, config.self_label + 1):
             start = time.perf_counter()
-            classifier.fit(images, targets, epochs=config.self_label_epochs, verbose=0, shuffle=True,
-                           batch_size=config.batch_size, callbacks=[keras.callbacks.LambdaCallback(
+            classifier.fit(images, targets, epochs=config.self_label_epochs, verbose=0,
+                           batch_size=config.batch_size, shuffle=True,
+                           callbacks=[keras.callbacks.LambdaCallback(
                                on_train_batch_end=lambda batch, logs: stop_if_signalled())])
             assigned = classifier.predict(images, batch_size=1024, verbose=0).argmax(axis=1)
             changed.append(float(np.mean(assigned != targets)))
@@ -756,11 +742,11 @@ def assign_clusters(classifier: keras.Model, images: np.ndarray, labels: np.ndar
     space of cluster probabilities."""
     probabilities = classifier.predict(images, batch_size=1024, verbose=0)
     clusters = probabilities.argmax(axis=1)
-    return Clustering("latent", "self-label", "softmax", score(labels, clusters, probabilities, seed),
-                      seconds, clusters, probabilities)
+    scores = score(labels, clusters, probabilities, seed)
+    return Clustering("latent", "self-label", "softmax", scores, seconds, clusters, probabilities)
 
 
-# ---- Plot -----------------------------------------------------------------------------------------
+# ---- Plot ----------------------------------------------------------------------------------------
 
 
 def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
@@ -794,7 +780,8 @@ def plot_training_curves(history: dict[str, list[float]], split: str, path: Path
     save(fig, path, dpi=120)
 
 
-def plot_embeddings(clusterings: list[Clustering], labels: np.ndarray, split: str, path: Path) -> None:
+def plot_embeddings(clusterings: list[Clustering], labels: np.ndarray, split: str,
+                    path: Path) -> None:
     """The codes' 2-D embeddings by true label (top) and by KMeans cluster (bottom), each cluster in
     the colour of the class it is matched to."""
     titles = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -843,7 +830,8 @@ def plot_clusters(images: np.ndarray, labels: np.ndarray, best: Clustering, spli
     (the majority's share), `shown` of its images of that digit and up to `shown` of its images of
     other digits, each titled with the digit it truly is."""
     clusters = np.unique(best.clusters)
-    majority = {cluster: np.bincount(labels[best.clusters == cluster]).argmax() for cluster in clusters}
+    majority = {cluster: np.bincount(labels[best.clusters == cluster]).argmax()
+                for cluster in clusters}
     ordered = sorted(clusters, key=lambda cluster: (majority[cluster], cluster))
     fig, axes = plt.subplots(len(ordered), 2 * shown + 1, squeeze=False,
                              figsize=(0.62 * (2 * shown + 1) + 1.6, 0.78 * len(ordered)),
@@ -861,17 +849,20 @@ def plot_clusters(images: np.ndarray, labels: np.ndarray, best: Clustering, spli
                 axes[row, column].set_title(str(labels[index]), fontsize=9, color="crimson", pad=2)
                 plt.setp(axes[row, column].spines.values(), color="crimson")
         axes[row, 0].set_ylabel(f"digit {majority[cluster]}\n{len(right) / len(members):.1%} of "
-                                f"{len(members):,}", rotation=0, ha="right", va="center", fontsize=9)
+                                f"{len(members):,}", rotation=0, ha="right", va="center",
+                                fontsize=9)
         if not len(wrong):
             axes[row, shown + 1].text(0, 0.5, "no image of another digit", fontsize=8, va="center")
     top = axes[0, 0].get_position().y1
     for first, heading, colour in ((0, "its images of that digit", "black"), (
             shown + 1, "its images of other digits: what each truly is", "crimson")):
-        middle = (axes[0, first].get_position().x0 + axes[0, first + shown - 1].get_position().x1) / 2
+        last = axes[0, first + shown - 1]
+        middle = (axes[0, first].get_position().x0 + last.get_position().x1) / 2
         fig.text(middle, top + 0.02, heading, ha="center", va="bottom", fontsize=9, color=colour)
     fig.suptitle(f"What each cluster holds ({split} images): best row {best.features} + "
                  f"{best.reduction} + {best.clusterer}, ACC {best.scores['acc']:.3f}\n(left: each "
-                 "cluster's majority digit and purity, the share of its images that are that digit)",
+                 "cluster's majority digit and purity, the share of its images that are that "
+                 "digit)",
                  fontsize=10, y=top + 0.09)
     save(fig, path, dpi=110)
 
@@ -882,14 +873,15 @@ def save(fig: plt.Figure, path: Path, dpi: int) -> None:
     plt.close(fig)
 
 
-# ---- Report ---------------------------------------------------------------------------------------
+# ---- Report --------------------------------------------------------------------------------------
 
 
 def format_table(rows: list[dict], markdown: bool = False) -> str:
     """The clustering rows as an aligned text table, or a Markdown one."""
     header = ["features", "reduction", "clusterer", "silhouette", "ARI", "NMI", "ACC", "seconds"]
-    lines = [[row["features"], row["reduction"], row["clusterer"], *(f"{row[name]:.3f}" for name in (
-        "silhouette", "ari", "nmi", "acc")), f"{row['seconds']:.1f}"] for row in rows]
+    lines = [[row["features"], row["reduction"], row["clusterer"],
+              *(f"{row[name]:.3f}" for name in ("silhouette", "ari", "nmi", "acc")),
+              f"{row['seconds']:.1f}"] for row in rows]
     if markdown:
         return "\n".join(f"| {' | '.join(line)} |" for line in [header, ["---"] * 8, *lines])
     widths = [max(map(len, column)) for column in zip(header, *lines)]
@@ -901,16 +893,18 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
 def report_markdown(metrics: dict, best: dict) -> str:
     """report.md: a page that reads on its own beside the plots; `best` is confusion.png's row."""
     config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
-    split, widths = config["evaluate_on"], "-".join(map(str, (784, *DENSE_WIDTHS, config["bottleneck"])))
+    split = config["evaluate_on"]
+    widths = "-".join(map(str, (784, *DENSE_WIDTHS, config["bottleneck"])))
     model = (f"N2D's fully connected autoencoder, {widths} and mirrored"
              if config["architecture"] == "dense" else "the seed's, 7x7x32 codes"
              if not config["bottleneck"] else
              f"the seed's with a dense bottleneck of {config['bottleneck']} numbers")
-    model += (f"; denoising, Gaussian noise of standard deviation {config['noise']} on the training "
-              "input" if config["noise"] else "") + (
+    model += (f"; denoising, Gaussian noise of standard deviation {config['noise']} on the "
+              "training input" if config["noise"] else "") + (
         "; trained on shifted and rotated images" if config["augment"] else "")
     trained = (f"no training: the model was reused from {metrics['reused_model']}/"
-               if metrics["reused_model"] else f"of which training {metrics['timings']['train']:.0f} s")
+               if metrics["reused_model"] else
+               f"of which training {metrics['timings']['train']:.0f} s")
     stage = "" if metrics["self_label_changed"] is None else (
         f"\nTrained for clustering (`self-label` row): {config['self_label']} rounds of "
         f"{config['self_label_epochs']} epochs of self-labelling on the training images; share of "
@@ -941,11 +935,11 @@ Wall time {metrics['timings']['total']:.0f} s, {trained}.
 
 `features`: raw pixels or the autoencoder's codes; `reduction`: none, 2-D PCA, t-SNE / UMAP to 2-D,
 or UMAP to 10-d for clustering (`umap10`; `umap10+train`: with the training images' codes as
-unlabelled context, scored on the {split} images only), t-SNE and UMAP on {config['pca_dims'] or 'all'}
-principal components; `clusterer`: KMeans or a Gaussian mixture (`gmm`), each the best of 10
-initialisations; `self-label` + `softmax`: the encoder trained for clustering, each image in its
-most probable cluster. Silhouette in the space that was clustered{sampled}; ARI, NMI and ACC
-against the true labels; seconds are the reduction's.
+unlabelled context, scored on the {split} images only), t-SNE and UMAP on
+{config['pca_dims'] or 'all'} principal components; `clusterer`: KMeans or a Gaussian mixture
+(`gmm`), each the best of 10 initialisations; `self-label` + `softmax`: the encoder trained for
+clustering, each image in its most probable cluster. Silhouette in the space that was
+clustered{sampled}; ARI, NMI and ACC against the true labels; seconds are the reduction's.
 
 {format_table(metrics['clustering'], markdown=True)}
 
@@ -961,7 +955,7 @@ What the best row's clusters hold, and the images each got wrong:
 """
 
 
-# ---- Run ------------------------------------------------------------------------------------------
+# ---- Run -----------------------------------------------------------------------------------------
 
 
 def run(config: Config) -> None:
@@ -995,13 +989,15 @@ def run(config: Config) -> None:
             reconstructions = autoencoder.predict(data.x_test, batch_size=1024, verbose=0)
             context = encode(encoder, data.x_train) if config.embed_train else None
         with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
-            clusterings, shared = reduce_and_cluster(data.x_test, codes, context, data.y_test, config)
+            clusterings, shared = reduce_and_cluster(data.x_test, codes, context, data.y_test,
+                                                     config)
         changed = None
         if config.self_label:
             with stages("self-label", f"training the encoder for clustering: {config.self_label} "
                                       f"rounds of {config.self_label_epochs} epochs"):
                 start, n_clusters = time.perf_counter(), len(np.unique(data.y_test))
-                classifier, changed = train_for_clustering(encoder, data.x_train, n_clusters, config)
+                classifier, changed = train_for_clustering(encoder, data.x_train, n_clusters,
+                                                           config)
                 clusterings.append(assign_clusters(classifier, data.x_test, data.y_test,
                                                    time.perf_counter() - start, config.seed))
             write_outputs(staging, {"classifier.keras": classifier.save})
@@ -1019,9 +1015,11 @@ def run(config: Config) -> None:
                 "reconstructions.png": lambda path: plot_reconstructions(
                     data.x_test, reconstructions, data.y_test, scores, split, path),
                 "training_curves.png": lambda path: plot_training_curves(history, split, path),
-                "embeddings.png": lambda path: plot_embeddings(clusterings, data.y_test, split, path),
+                "embeddings.png": lambda path: plot_embeddings(clusterings, data.y_test, split,
+                                                               path),
                 "confusion.png": lambda path: plot_confusion(data.y_test, best, split, path),
-                "clusters.png": lambda path: plot_clusters(data.x_test, data.y_test, best, split, path)})
+                "clusters.png": lambda path: plot_clusters(data.x_test, data.y_test, best, split,
+                                                           path)})
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = {"config": config_record(config),
                    "versions": library_versions(),
@@ -1076,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# ---- Machinery: what keeps a run safe and its terminal clean --------------------------------------
+# ---- Machinery: what keeps a run safe and its terminal clean -------------------------------------
 
 
 class Stages:
@@ -1093,8 +1091,8 @@ class Stages:
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 2)
-        print(f"[{time.perf_counter() - self.start:7.1f} s] {name} done in {self.seconds[name]:.1f} s",
-              flush=True)
+        print(f"[{time.perf_counter() - self.start:7.1f} s] {name} done in "
+              f"{self.seconds[name]:.1f} s", flush=True)
 
 
 def import_stack() -> None:
@@ -1165,7 +1163,8 @@ def run_folders(config: Config) -> Iterator[tuple[Path, Path]]:
     try:
         if config.reuse_model is None and not (config.resume and saved.is_file()):
             if config.resume:
-                print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1", flush=True)
+                print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1",
+                      flush=True)
             shutil.rmtree(checkpoint, ignore_errors=True)
             checkpoint.mkdir()
             write_outputs(checkpoint, {"config.json": lambda path: path.write_text(
@@ -1206,7 +1205,8 @@ def training_mismatch(saved: dict, config: Config) -> str | None:
     saved, ours = {**config_record(Config()), **saved}, config_record(config)
     for name in TRAINING_FLAGS:
         if str(saved[name]) != str(ours[name]):
-            theirs, mine = ("unset" if value is None else value for value in (saved[name], ours[name]))
+            theirs, mine = ("unset" if value is None else value
+                            for value in (saved[name], ours[name]))
             return f"was made with {flag(name)} {theirs}, this run has {mine}"
     return None
 
@@ -1259,7 +1259,8 @@ def saved_training(config: Config) -> str:
         return ""
     finished = len(log.read_text().splitlines()) - 1
     if finished >= config.epochs:
-        return "; training had finished: rerun with --resume to score its model without training again"
+        return ("; training had finished: rerun with --resume to score its model without "
+                "training again")
     if finished > 0:
         return f"; {finished} of {config.epochs} epochs are saved: rerun with --resume to continue"
     return ""
