@@ -828,42 +828,40 @@ def plot_clusters(images: np.ndarray, labels: np.ndarray, best: Clustering, spli
                   path: Path, shown: int = 8) -> None:
     """A row per cluster of the best row, by majority digit: that digit and the cluster's purity
     (the majority's share), `shown` of its images of that digit and up to `shown` of its images of
-    other digits, each titled with the digit it truly is."""
+    other digits, framed in red under the digit each truly is. One strip of images per row."""
     clusters = np.unique(best.clusters)
     majority = {cluster: np.bincount(labels[best.clusters == cluster]).argmax()
                 for cluster in clusters}
     ordered = sorted(clusters, key=lambda cluster: (majority[cluster], cluster))
-    fig, axes = plt.subplots(len(ordered), 2 * shown + 1, squeeze=False,
-                             figsize=(0.62 * (2 * shown + 1) + 1.6, 0.78 * len(ordered)),
-                             gridspec_kw={"wspace": 0.08, "hspace": 0.35})
-    for ax in axes.flat:
-        ax.set(xticks=[], yticks=[], frame_on=False)
-    for row, cluster in enumerate(ordered):
+    fig, axes = plt.subplots(len(ordered), 1, squeeze=False, figsize=(12, 0.8 * len(ordered)),
+                             gridspec_kw={"hspace": 0.45})
+    slot = 31  # pixels per image in a strip, a white gap included
+    for ax, cluster in zip(axes[:, 0], ordered):
         members = np.flatnonzero(best.clusters == cluster)
         right = members[labels[members] == majority[cluster]]
         wrong = members[labels[members] != majority[cluster]]
+        strip = np.zeros((28, slot * (2 * shown + 1)))
         for column, index in [*enumerate(right[:shown]), *enumerate(wrong[:shown], shown + 1)]:
-            axes[row, column].imshow(images[index, ..., 0], cmap="gray_r", vmin=0, vmax=1)
-            axes[row, column].set_frame_on(True)
+            strip[:, slot * column:slot * column + 28] = images[index, ..., 0]
+            ax.add_patch(plt.Rectangle((slot * column - 0.5, -0.5), 28, 28, fill=False, lw=1,
+                                       edgecolor="crimson" if column > shown else "silver"))
             if column > shown:
-                axes[row, column].set_title(str(labels[index]), fontsize=9, color="crimson", pad=2)
-                plt.setp(axes[row, column].spines.values(), color="crimson")
-        axes[row, 0].set_ylabel(f"digit {majority[cluster]}\n{len(right) / len(members):.1%} of "
-                                f"{len(members):,}", rotation=0, ha="right", va="center",
-                                fontsize=9)
+                ax.text(slot * column + 14, -2, str(labels[index]), fontsize=9, color="crimson",
+                        ha="center", va="bottom")
         if not len(wrong):
-            axes[row, shown + 1].text(0, 0.5, "no image of another digit", fontsize=8, va="center")
-    top = axes[0, 0].get_position().y1
+            ax.text(slot * (shown + 1), 14, "no image of another digit", fontsize=8, va="center")
+        ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1)
+        ax.set(xticks=[], yticks=[], frame_on=False)
+        ax.set_ylabel(f"digit {majority[cluster]}\n{len(right) / len(members):.1%} of "
+                      f"{len(members):,}", rotation=0, ha="right", va="center", fontsize=9)
     for first, heading, colour in ((0, "its images of that digit", "black"), (
             shown + 1, "its images of other digits: what each truly is", "crimson")):
-        last = axes[0, first + shown - 1]
-        middle = (axes[0, first].get_position().x0 + last.get_position().x1) / 2
-        fig.text(middle, top + 0.02, heading, ha="center", va="bottom", fontsize=9, color=colour)
+        axes[0, 0].text(slot * (first + shown / 2), -14, heading, ha="center", va="bottom",
+                        fontsize=9, color=colour)
     fig.suptitle(f"What each cluster holds ({split} images): best row {best.features} + "
                  f"{best.reduction} + {best.clusterer}, ACC {best.scores['acc']:.3f}\n(left: each "
                  "cluster's majority digit and purity, the share of its images that are that "
-                 "digit)",
-                 fontsize=10, y=top + 0.09)
+                 "digit)", fontsize=10)
     save(fig, path, dpi=110)
 
 

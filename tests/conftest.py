@@ -1,7 +1,11 @@
-"""Shared helpers: run the real command in a subprocess, as a user would."""
+"""Shared helpers: run the real command, in a subprocess as a user would or in this process."""
+import contextlib
+import io
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,14 +21,13 @@ SMALL = ["--epochs", "2", "--train-size", "2000", "--test-size", "500"]
 def script_env(extra: dict | None = None) -> dict:
     """The environment a user's shell gives the script: without a TensorFlow log level of the caller's,
     so that the script's own quiet default is what the tests see."""
-    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    return {**env, **(extra or {})}
+    return {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
 
 
-def run_script(*args: str, env: dict | None = None, script: Path = SCRIPT) -> subprocess.CompletedProcess:
+def run_script(*args: str) -> subprocess.CompletedProcess:
     """Run autoencoder_mnist.py with `args`; returns the finished process with text stdout/stderr."""
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          env=script_env(env), timeout=600)
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          env=script_env(), timeout=600)
 
 
 def stderr_lines(stderr: str) -> list[str]:
@@ -32,13 +35,34 @@ def stderr_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+def main_here(*flags) -> int:
+    """Run the script's main() in this process, as the command does; returns its exit status."""
+    import autoencoder_mnist as am
+
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        return am.main([str(flag) for flag in flags])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
-    """One real run on the small sample, shared by the tests that read its outputs. A good run writes
-    nothing to stderr, whatever the CPU (TensorFlow logs differ between AVX2 and AVX-512 machines)."""
+    """One real run on the small sample, in this process (the tests that need a process of their
+    own start one), shared by the tests that read its outputs. A good run writes nothing to stderr,
+    whatever the CPU: file descriptor 2 is read too, where TensorFlow's native lines would go."""
     out = tmp_path_factory.mktemp("small") / "results"
-    finished = run_script(*SMALL, "--out", out)
-    assert finished.returncode == 0, finished.stderr
-    unexpected = stderr_lines(finished.stderr)
-    assert not unexpected, "a good run wrote to stderr:\n" + "\n".join(unexpected)
+    python_lines = io.StringIO()
+    with tempfile.TemporaryFile() as native, contextlib.redirect_stderr(python_lines):
+        saved = os.dup(2)
+        os.dup2(native.fileno(), 2)
+        try:
+            status = main_here(*SMALL, "--out", out)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        native.seek(0)
+        written = native.read().decode() + python_lines.getvalue()
+    assert status == 0, written
+    assert not stderr_lines(written), "a good run wrote to stderr:\n" + written
     return out

@@ -3,7 +3,6 @@
 Each case calls the script's main() in this process, as the command does, for it fails before the
 stack is imported; a few run the command itself, to show that the process says the same."""
 import json
-import signal
 import subprocess
 from pathlib import Path
 
@@ -11,20 +10,17 @@ import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import SCRIPT, run_script
+from conftest import main_here, run_script
 
 
 @pytest.fixture
 def refuse(capsys):
     """Run main() with the given flags; returns what the command would: exit status, stdout, stderr."""
     def run(*args):
-        handler = signal.getsignal(signal.SIGTERM)
         try:
-            status = am.main(list(map(str, args)))
+            status = main_here(*args)
         except SystemExit as stop:  # argparse's own exit on a bad flag
             status = stop.code
-        finally:
-            signal.signal(signal.SIGTERM, handler)
         captured = capsys.readouterr()
         return subprocess.CompletedProcess(args, status, captured.out, captured.err)
     return run

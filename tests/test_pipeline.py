@@ -1,8 +1,8 @@
 """End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume.
 
-Three cold starts of the command in all (the small run, a run stopped by SIGTERM, its resumption
-stopped by Ctrl-C); every other run calls the script's main() in this process, sharing one
-TensorFlow start and one pool of worker processes."""
+Two cold starts of the command in all (a run stopped by SIGTERM, its resumption stopped by Ctrl-C,
+each in a process of its own as a signal needs); every other run calls the script's main() in this
+process, sharing one TensorFlow start and one pool of worker processes."""
 import json
 import math
 import os
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import REPO, SCRIPT, SMALL, script_env, stderr_lines
+from conftest import REPO, SCRIPT, SMALL, main_here, script_env, stderr_lines
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import epochs  # noqa: E402
@@ -48,15 +48,6 @@ def earlier_results(run, out):
     for name, content in earlier.items():
         (out / name).write_bytes(content)
     return out, earlier
-
-
-def main_here(*flags):
-    """Run the script's main() in this process, as the command does; returns its exit status."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        return am.main([str(flag) for flag in flags])
-    finally:
-        signal.signal(signal.SIGTERM, handler)
 
 
 def stop_run(signum, at, *flags):

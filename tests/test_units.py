@@ -115,11 +115,17 @@ def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path
                          1.0, clusters, np.zeros((15, 2)))
     shown = {}
     monkeypatch.setattr(am.plt.Figure, "savefig", lambda figure, path, **kwargs: shown.update(figure=figure))
-    am.plot_clusters(np.random.default_rng(0).random((15, 28, 28, 1)), labels, best, "test", tmp_path / "c.png", shown=4)
-    axes = np.array(shown["figure"].axes).reshape(2, 9)
-    assert axes[0, 0].get_ylabel() == "digit 0\n60.0% of 10" and axes[1, 0].get_ylabel() == "digit 1\n100.0% of 5"
-    assert [axes[0, column].get_title() for column in range(5, 9)] == ["1", "1", "1", "1"]
-    assert "no image of another digit" in [text.get_text() for text in axes[1, 5].texts]
+    images = np.random.default_rng(0).random((15, 28, 28, 1))
+    am.plot_clusters(images, labels, best, "test", tmp_path / "c.png", shown=4)
+    first, second = shown["figure"].axes  # a row per cluster, each one strip of images
+    assert first.get_ylabel() == "digit 0\n60.0% of 10" and second.get_ylabel() == "digit 1\n100.0% of 5"
+    # The first row: four 0s, a gap, then four of its 1s, each framed in red under its true digit.
+    strip = first.get_images()[0].get_array()
+    assert np.allclose(strip[:, :28], images[0, ..., 0]) and np.allclose(strip[:, 5 * 31:5 * 31 + 28], images[6, ..., 0])
+    assert [text.get_text() for text in first.texts if text.get_color() == "crimson"][:4] == ["1"] * 4
+    assert sum(patch.get_edgecolor()[:3] == (0.8627450980392157, 0.0784313725490196, 0.23529411764705882)
+               for patch in first.patches) == 4
+    assert "no image of another digit" in [text.get_text() for text in second.texts]
 
 
 def test_accuracy_is_one_for_a_permuted_labelling():
