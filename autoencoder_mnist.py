@@ -746,7 +746,28 @@ def assign_clusters(classifier: keras.Model, images: np.ndarray, labels: np.ndar
     return Clustering("latent", "self-label", "softmax", scores, seconds, clusters, probabilities)
 
 
-# ---- Plot ----------------------------------------------------------------------------------------
+# ---- Plot and save -------------------------------------------------------------------------------
+
+
+def write_results(folder: Path, data: Dataset, codes: np.ndarray, reconstructions: np.ndarray,
+                  scores: dict[str, float], history: dict[str, list[float]],
+                  clusterings: list[Clustering], best: Clustering, split: str) -> None:
+    """codes.npz (the scored images' codes and labels, each reduction's embedding and each row's
+    clusters, to plot or cluster again) and every plot into `folder`; `split` names the images."""
+    arrays = {"codes": codes, "labels": data.y_test}
+    for clustering in clusterings:
+        name = f"{clustering.features}_{clustering.reduction}"
+        arrays[f"clusters_{name}_{clustering.clusterer}"] = clustering.clusters
+        if clustering.embedding is not None:
+            arrays[name] = clustering.embedding.astype("float32")
+    write_outputs(folder, {
+        "codes.npz": lambda path: np.savez_compressed(path, **arrays),
+        "reconstructions.png": lambda path: plot_reconstructions(
+            data.x_test, reconstructions, data.y_test, scores, split, path),
+        "training_curves.png": lambda path: plot_training_curves(history, split, path),
+        "embeddings.png": lambda path: plot_embeddings(clusterings, data.y_test, split, path),
+        "confusion.png": lambda path: plot_confusion(data.y_test, best, split, path),
+        "clusters.png": lambda path: plot_clusters(data.x_test, data.y_test, best, split, path)})
 
 
 def plot_reconstructions(images: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
@@ -1000,55 +1021,45 @@ def run(config: Config) -> None:
                                                    time.perf_counter() - start, config.seed))
             write_outputs(staging, {"classifier.keras": classifier.save})
         best = max(clusterings, key=lambda clustering: clustering.scores["acc"])  # display only
-        scores, split = score_reconstruction(data.x_test, reconstructions), config.evaluate_on
-        arrays = {"codes": codes, "labels": data.y_test}  # codes.npz, to plot or cluster them again
-        for clustering in clusterings:
-            name = f"{clustering.features}_{clustering.reduction}"
-            arrays[f"clusters_{name}_{clustering.clusterer}"] = clustering.clusters
-            if clustering.embedding is not None:
-                arrays[name] = clustering.embedding.astype("float32")
+        scores = score_reconstruction(data.x_test, reconstructions)
         with stages("outputs"):
-            write_outputs(staging, {
-                "codes.npz": lambda path: np.savez_compressed(path, **arrays),
-                "reconstructions.png": lambda path: plot_reconstructions(
-                    data.x_test, reconstructions, data.y_test, scores, split, path),
-                "training_curves.png": lambda path: plot_training_curves(history, split, path),
-                "embeddings.png": lambda path: plot_embeddings(clusterings, data.y_test, split,
-                                                               path),
-                "confusion.png": lambda path: plot_confusion(data.y_test, best, split, path),
-                "clusters.png": lambda path: plot_clusters(data.x_test, data.y_test, best, split,
-                                                           path)})
+            write_results(staging, data, codes, reconstructions, scores, history, clusterings, best,
+                          config.evaluate_on)
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
-        metrics = {"config": config_record(config),
-                   "versions": library_versions(),
-                   "data": {"source": data.source, "n_train": len(data.y_train),
-                            "n_test": len(data.y_test), "n_classes": len(np.unique(data.y_test)),
-                            "silhouette_points": min(len(data.y_test), SILHOUETTE_POINTS)},
-                   "timings": stages.seconds, "peak_rss_mb": peak_memory_mb(), **shared,
-                   "reconstruction": scores, "history": history,
-                   "reused_model": None if reused is None else str(config.reuse_model),
-                   "clustering": [clustering.row for clustering in clusterings],
-                   "self_label_changed": changed}
+        metrics = metrics_record(config, data, stages.seconds, scores, history, shared, clusterings,
+                                 changed)
         write_outputs(staging, {
             "report.md": lambda path: path.write_text(report_markdown(metrics, best.row)),
             "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
-    print(f"\n{format_table(metrics['clustering'])}\n\nReconstruction ({split} set): BCE "
-          f"{scores['bce']:.4f}, MSE {scores['mse']:.4f}, PSNR {scores['psnr']:.2f} dB\n"
+    print(f"\n{format_table(metrics['clustering'])}\n\nReconstruction ({config.evaluate_on} set): "
+          f"BCE {scores['bce']:.4f}, MSE {scores['mse']:.4f}, PSNR {scores['psnr']:.2f} dB\n"
           f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
           "reconstructions.png, training_curves.png, embeddings.png, confusion.png, clusters.png"
           + (", classifier.keras" if config.self_label else ""))
 
 
-def library_versions() -> dict[str, str]:
-    """Python's version and the numerical libraries', as each module states it: a distribution's
-    name varies between builds (tensorflow, tensorflow-cpu)."""
+def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
+                   reconstruction: dict[str, float], history: dict[str, list[float]], shared: dict,
+                   clusterings: list[Clustering], self_label_changed: list[float] | None) -> dict:
+    """What metrics.json records of a run (README.md lists it); the libraries' versions as each
+    module states its own (a distribution's name varies: tensorflow, tensorflow-cpu)."""
     import keras
     import tensorflow
     import umap
 
-    return {"python": platform.python_version(), **{name: module.__version__ for name, module in (
-        ("numpy", np), ("tensorflow", tensorflow), ("keras", keras), ("scikit-learn", sklearn),
-        ("umap-learn", umap))}}
+    modules = {"numpy": np, "tensorflow": tensorflow, "keras": keras, "scikit-learn": sklearn,
+               "umap-learn": umap}
+    return {"config": config_record(config),
+            "versions": {"python": platform.python_version(),
+                         **{name: module.__version__ for name, module in modules.items()}},
+            "data": {"source": data.source, "n_train": len(data.y_train),
+                     "n_test": len(data.y_test), "n_classes": len(np.unique(data.y_test)),
+                     "silhouette_points": min(len(data.y_test), SILHOUETTE_POINTS)},
+            "timings": timings, "peak_rss_mb": peak_memory_mb(), **shared,
+            "reconstruction": reconstruction, "history": history,
+            "reused_model": None if config.reuse_model is None else str(config.reuse_model),
+            "clustering": [clustering.row for clustering in clusterings],
+            "self_label_changed": self_label_changed}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,11 +154,9 @@ def test_bad_flag_is_refused(name, tmp_path, refuse):
     assert_refused(refuse(*flags, "--out", out), words, out)
 
 
-@pytest.mark.parametrize("flags, words", [(["--epoch", "2"], "unrecognized arguments"),
-                                          (["--data", "nowhere.npz"], "does not exist")])
-def test_the_command_itself_refuses_with_one_line(flags, words, tmp_path):
+def test_the_command_itself_refuses_with_one_line(tmp_path):
     out = tmp_path / "results"
-    assert_refused(run_script(*flags, "--out", out), words, out)
+    assert_refused(run_script("--data", "nowhere.npz", "--out", out), "does not exist", out)
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, refuse):
