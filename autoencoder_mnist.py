@@ -550,6 +550,7 @@ class Clustering:
 
     @property
     def row(self) -> dict:
+        """The row as metrics.json and the tables give it."""
         return {"features": self.features, "reduction": self.reduction, "clusterer": self.clusterer,
                 **self.scores, "seconds": round(self.seconds, 2)}
 
@@ -991,9 +992,13 @@ def run(config: Config) -> None:
     keras.utils.set_random_seed(config.seed)
     if reused is not None:
         with stages("load model"):
-            autoencoder = load_or_refuse(keras.saving.load_model, config.reuse_model /
-                                         "autoencoder.keras", "train again, or name the --out "
-                                         "folder of a run that finished")
+            path = config.reuse_model / "autoencoder.keras"
+            try:
+                autoencoder = keras.saving.load_model(path)
+            except Exception as error:  # what a damaged file raises depends on where it is damaged
+                raise InputError(f"{path} is damaged and cannot be loaded "
+                                 f"({type(error).__name__}); train again, or name the --out "
+                                 "folder of a run that finished") from None
     with run_folders(config) as (staging, checkpoint):
         if reused is None:
             autoencoder, _ = build_autoencoder(config.bottleneck, config.architecture, config.noise)
@@ -1218,16 +1223,6 @@ def training_mismatch(saved: dict, config: Config) -> str | None:
                             for value in (saved[name], ours[name]))
             return f"was made with {flag(name)} {theirs}, this run has {mine}"
     return None
-
-
-def load_or_refuse(load: Callable[[Path], object], path: Path, fix: str) -> object:
-    """Why: a damaged file of the project's own is bad input, not a crash. load(path), or an
-    InputError naming the file and `fix`."""
-    try:
-        return load(path)
-    except Exception as error:  # what a damaged file raises depends on where it is damaged
-        raise InputError(f"{path} is damaged and cannot be loaded ({type(error).__name__}); "
-                         f"{fix}") from None
 
 
 @contextlib.contextmanager
