@@ -92,6 +92,8 @@ REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"),
 CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}  # else KMeans
 SAYS = {"tsne": "t-SNE to 2-D", "umap": "UMAP to 2-D", "umap10": "UMAP to 10-d",
         "umap10+train": "UMAP to 10-d"}  # what the slow reductions print as they start
+CONFIDENT = 0.99  # a student's assignment that the next one learns: SCAN's threshold
+TRUSTED = 0.9  # a student's row counts where it gives back this share of its clean targets
 UMAP_NEIGHBOURS = 30  # umap10's: one exact graph of 30 serves every UMAP fit of a set of points
 SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a sample this size
 # Worker processes of one thread each: a seeded UMAP uses one core anyway, and one thread gives the
@@ -101,7 +103,8 @@ SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
 # Named sets of flags, chosen on the validation split (docs/EXPERIMENTS.md); "seed": the defaults.
 HEADLINE = {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50,
             "embed_train": True}
-RECIPES = {"seed": {}, "headline": HEADLINE, "self-label": {**HEADLINE, "self_label": 3}}
+RECIPES = {"seed": {}, "headline": HEADLINE, "self-label": {**HEADLINE, "self_label": 3},
+           "student": {**HEADLINE, "epochs": 20, "student": 6}}
 # The flags that decide which model training makes: --resume and --reuse-model check them.
 TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs",
                   "batch_size", "noise", "augment", "seed")
@@ -143,6 +146,9 @@ class Config:
     embed_train: bool = False
     self_label: int = 0
     self_label_epochs: int = 4
+    student: int = 0
+    student_rounds: int = 1
+    agreement: float = 0.95
     seed: int = 0
     out: Path = Path("results")
     resume: bool = False
@@ -157,8 +163,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.set_defaults(**asdict(Config()))
     add, count, number, size = parser.add_argument, at_least(1), at_least(0, float), at_least(0)
     add("--recipe", choices=tuple(RECIPES), help=f"a named set of flags: seed, every default; "
-        f"headline, {recipe_flags('headline')}; self-label, {recipe_flags('self-label')}. Flags "
-        "beside it win (default: seed)")
+        f"headline, {recipe_flags('headline')}; self-label, {recipe_flags('self-label')}; student, "
+        f"{recipe_flags('student')}. Flags beside it win (default: seed)")
     add("--data", type=Path, metavar="PATH", help="an .npz in Keras' mnist.npz layout "
         "(default: the bundled data/mnist.npz)")
     add("--train-size", type=count, metavar="N", help="train on N images, drawn by label")
@@ -189,6 +195,15 @@ def parse_config(argv: list[str] | None = None) -> Config:
         "encoder for clustering: ROUNDS rounds of self-labelling on the training images")
     add("--self-label-epochs", type=count, metavar="N",
         help="epochs per round (default: %(default)s)")
+    add("--student", type=size, metavar="EPOCHS", help="after pretraining (and --self-label), "
+        "train a small convolutional network for EPOCHS epochs on the training images whose "
+        "targets are clean (default: 0, none)")
+    add("--student-rounds", type=count, metavar="N", help="rounds of students, each a fresh one "
+        f"learning its forerunner's assignments of probability {CONFIDENT} or more "
+        "(default: %(default)s)")
+    add("--agreement", type=number, metavar="SHARE", help="a target is clean when this share of "
+        f"the image's {UMAP_NEIGHBOURS - 1} nearest neighbours in the codes share it, at most 1 "
+        "(default: %(default)s)")
     add("--seed", type=size, metavar="N", help="seed of everything random (default: %(default)s)")
     add("--out", type=Path, metavar="FOLDER", help="folder of the outputs (default: %(default)s)")
     add("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -199,6 +214,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
                            if (name, chosen.evaluate_on) != ("embed_train", "train+test")})
     config = Config(**vars(parser.parse_args(argv)))
     for wrong, message in [
+        (config.agreement > 1, f"--agreement {config.agreement} is above 1, all neighbours; "
+         "give 0 to 1"),
         (config.tsne_angle > 1,
          f"--tsne-angle {config.tsne_angle} is above 1, the coarsest t-SNE allows; give 0 to 1"),
         (config.bottleneck == 1,
@@ -687,11 +704,15 @@ def matching(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def train_for_clustering(encoder: keras.Model, images: np.ndarray, n_clusters: int,
-                         config: Config) -> tuple[keras.Model, list[float]]:
+                         config: Config) -> tuple[keras.Model, dict]:
     """On the training images (n, 28, 28, 1) alone, never a scored one or a label: their codes'
-    clusters (umap10, the mixture) are the first targets of a classifier (build_classifier); each
-    later round it learns its own, Adam's rate falling from 1e-3 to 0 along one cosine. Returns it
-    and, per round, the share of images that changed cluster (convergence, without a label)."""
+    clusters (umap10, the mixture) are the first targets. --self-label: a copy of the encoder with
+    a softmax layer (build_classifier) learns them, each later round its own assignments. --student:
+    a small convolutional network (build_student) then learns the targets that are clean, those
+    that the image's nearest neighbours in the codes share (agreement); each later student its
+    forerunner's confident assignments. Returns the last network trusted (None if none) and what
+    metrics.json records: per round the share of images that changed cluster (convergence,
+    without a label), the share of clean targets, and the share of them the student gave back."""
     import keras
 
     keras.utils.set_random_seed(config.seed)  # the same classifier from a reused model
@@ -701,26 +722,69 @@ def train_for_clustering(encoder: keras.Model, images: np.ndarray, n_clusters: i
     with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
         targets = clusterers(n_clusters, config.seed)["gmm"].fit_predict(
             reduce("umap10", compact, graph, config))
-    classifier = build_classifier(encoder, n_clusters)
-    steps = (config.self_label * config.self_label_epochs
-             * math.ceil(len(images) / config.batch_size))
-    classifier.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(1e-3, steps)))
-    changed = []
-    with signals_deferred() as stop_if_signalled:
+    stage, everyone = {"changed": [], "clean": None}, np.ones(len(images), dtype=bool)
+    assigned, first, classifier = targets, targets, None
+    if config.self_label:
+        classifier = build_classifier(encoder, n_clusters)
         for round_ in range(1, config.self_label + 1):
-            start = time.perf_counter()
-            classifier.fit(images, targets, epochs=config.self_label_epochs, verbose=0,
-                           batch_size=config.batch_size, shuffle=True,
-                           callbacks=[keras.callbacks.LambdaCallback(
-                               on_train_batch_end=lambda batch, logs: stop_if_signalled())])
-            assigned = classifier.predict(images, batch_size=1024, verbose=0).argmax(axis=1)
-            changed.append(float(np.mean(assigned != targets)))
-            print(f"  round {round_}/{config.self_label}: {changed[-1]:.2%} of the training images "
-                  f"changed cluster  ({time.perf_counter() - start:.0f} s)", flush=True)
-            targets = assigned
-            stop_if_signalled()
-    return classifier, changed
+            assigned = learn(classifier, images, assigned, everyone, config.self_label_epochs,
+                             f"round {round_}/{config.self_label}", stage["changed"], config,
+                             steps=config.self_label * config.self_label_epochs).argmax(axis=1)
+    if config.student:
+        clean = keep = agreement(assigned, graph[0]) >= config.agreement
+        targets, stage["clean"] = assigned, float(clean.mean())
+        print(f"  {clean.mean():.1%} of the training images have clean targets", flush=True)
+        for round_ in range(1, config.student_rounds + 1):  # each a fresh student
+            if not keep.any():  # its forerunner was sure of nothing
+                break
+            student = build_student(n_clusters)
+            probabilities = learn(student, images, assigned, keep, config.student,
+                                  f"student {round_}/{config.student_rounds}", stage["changed"],
+                                  config, steps=config.student)
+            assigned, keep = probabilities.argmax(axis=1), probabilities.max(axis=1) >= CONFIDENT
+        # Without a label, whether to trust it: a student that gives back too few of the clean
+        # targets it learned (too few steps, targets that images do not bear out) is left out.
+        stage["kept"] = float(np.mean(assigned[clean] == targets[clean]))
+        if stage["kept"] >= TRUSTED:
+            classifier = student
+        else:
+            print(f"note: the student gives back only {stage['kept']:.1%} of its clean targets "
+                  f"(under {TRUSTED:.0%}); its row is left out", flush=True)
+    stage["agreement"] = [float(agreement(first, graph[0]).mean()),
+                          float(agreement(assigned, graph[0]).mean())]
+    return classifier, stage
+
+
+def learn(classifier: keras.Model, images: np.ndarray, targets: np.ndarray, keep: np.ndarray,
+          epochs: int, name: str, changed: list[float], config: Config, steps: int) -> np.ndarray:
+    """Fit the classifier to the targets of the images kept for `epochs`, Adam's rate falling from
+    1e-3 to 0 along one cosine of `steps` epochs from its first call; returns its probabilities
+    for every image (n, clusters), noting the share whose cluster differs from its target in
+    `changed`."""
+    import keras
+
+    start = time.perf_counter()
+    if not classifier.compiled:
+        batches = math.ceil(keep.sum() / config.batch_size)
+        classifier.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(1e-3, steps * batches)))
+    with signals_deferred() as stop_if_signalled:
+        classifier.fit(images[keep], targets[keep], epochs=epochs, verbose=0,
+                       batch_size=config.batch_size, shuffle=True,
+                       callbacks=[keras.callbacks.LambdaCallback(
+                           on_train_batch_end=lambda batch, logs: stop_if_signalled())])
+        probabilities = classifier.predict(images, batch_size=1024, verbose=0)
+        changed.append(float(np.mean(probabilities.argmax(axis=1) != targets)))
+        print(f"  {name}: {changed[-1]:.2%} of the training images changed cluster  "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        stop_if_signalled()
+    return probabilities
+
+
+def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Per image, the share of its nearest neighbours (indices (n, k), itself first) that share
+    its target (n,)."""
+    return (targets[neighbours[:, 1:]] == targets[:, None]).mean(axis=1)
 
 
 def build_classifier(encoder: keras.Model, n_clusters: int) -> keras.Model:
@@ -737,14 +801,33 @@ def build_classifier(encoder: keras.Model, n_clusters: int) -> keras.Model:
                        name="classifier")
 
 
+def build_student(n_clusters: int) -> keras.Model:
+    """A small convolutional network, (Conv2D(3x3, relu) twice -> MaxPooling2D(2)) of 32 and then
+    64 filters, Dense(128) with dropout 0.5, a softmax of n_clusters; in training it sees each image
+    shifted and rotated afresh (augmenter)."""
+    import keras
+    from keras import layers
+
+    image = keras.Input(shape=(28, 28, 1), name="image")
+    x = augmenter()(image)
+    for filters in (32, 64):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Dropout(0.5)(layers.Dense(128, activation="relu")(layers.Flatten()(x)))
+    return keras.Model(image, layers.Dense(n_clusters, activation="softmax", name="clusters")(x),
+                       name="student")
+
+
 def assign_clusters(classifier: keras.Model, images: np.ndarray, labels: np.ndarray,
                     seconds: float, seed: int) -> Clustering:
-    """The classifier's row: each scored image in its most probable cluster; the silhouette in the
-    space of cluster probabilities."""
+    """The classifier's row, "self-label" or "student": each scored image in its most probable
+    cluster; the silhouette in the space of cluster probabilities."""
     probabilities = classifier.predict(images, batch_size=1024, verbose=0)
     clusters = probabilities.argmax(axis=1)
     scores = score(labels, clusters, probabilities, seed)
-    return Clustering("latent", "self-label", "softmax", scores, seconds, clusters, probabilities)
+    return Clustering("latent", classifier.name.replace("classifier", "self-label"), "softmax",
+                      scores, seconds, clusters, probabilities)
 
 
 # ---- Plot and save -------------------------------------------------------------------------------
@@ -926,9 +1009,13 @@ def report_markdown(metrics: dict, best: dict) -> str:
                if metrics["reused_model"] else
                f"of which training {metrics['timings']['train']:.0f} s")
     stage = "" if metrics["self_label_changed"] is None else (
-        f"\nTrained for clustering (`self-label` row): {config['self_label']} rounds of "
-        f"{config['self_label_epochs']} epochs of self-labelling on the training images; share of "
-        "them that changed cluster in each round: "
+        "\nTrained for clustering on the training images: " + ", then ".join(
+            [f"{config['self_label']} rounds of {config['self_label_epochs']} epochs of "
+             "self-labelling"] * bool(config["self_label"]) + [
+                f"a student of {config['student']} epochs on the {metrics['clean_share']:.1%} of "
+                "them with clean targets"] * bool(config["student"])) + " (the `"
+        + ("student" if config["student"] else "self-label") + "` row); share of them that "
+        "changed cluster in each round: "
         + ", ".join(f"{share:.2%}" for share in metrics["self_label_changed"]) + ".")
     sampled = (f" (on {data['silhouette_points']:,} of the points, drawn with the seed)"
                if data["silhouette_points"] < data["n_test"] else "")
@@ -958,7 +1045,8 @@ or UMAP to 10-d for clustering (`umap10`; `umap10+train`: with the training imag
 unlabelled context, scored on the {split} images only), t-SNE and UMAP on
 {config['pca_dims'] or 'all'} principal components; `clusterer`: KMeans or a Gaussian mixture
 (`gmm`), each the best of 10 initialisations; `self-label` + `softmax`: the encoder trained for
-clustering, each image in its most probable cluster. Silhouette in the space that was
+clustering, `student`: a small convolutional network trained on the training images' clean clusters,
+each image in its most probable cluster. Silhouette in the space that was
 clustered{sampled}; ARI, NMI and ACC against the true labels; seconds are the reduction's.
 
 {format_table(metrics['clustering'], markdown=True)}
@@ -1015,16 +1103,18 @@ def run(config: Config) -> None:
         with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
             clusterings, shared = reduce_and_cluster(data.x_test, codes, context, data.y_test,
                                                      config)
-        changed = None
-        if config.self_label:
-            with stages("self-label", f"training the encoder for clustering: {config.self_label} "
-                                      f"rounds of {config.self_label_epochs} epochs"):
+        stage = classifier = None
+        if config.self_label or config.student:
+            with stages("self-label", "training for clustering: " + ", then ".join(
+                    [f"{config.self_label} rounds of {config.self_label_epochs} epochs"] * bool(
+                        config.self_label) + [f"{config.student_rounds} student(s) of "
+                                              f"{config.student} epochs"] * bool(config.student))):
                 start, n_clusters = time.perf_counter(), len(np.unique(data.y_test))
-                classifier, changed = train_for_clustering(encoder, data.x_train, n_clusters,
-                                                           config)
+                classifier, stage = train_for_clustering(encoder, data.x_train, n_clusters, config)
+            if classifier is not None:
                 clusterings.append(assign_clusters(classifier, data.x_test, data.y_test,
                                                    time.perf_counter() - start, config.seed))
-            write_outputs(staging, {"classifier.keras": classifier.save})
+                write_outputs(staging, {"classifier.keras": classifier.save})
         best = max(clusterings, key=lambda clustering: clustering.scores["acc"])  # display only
         scores = score_reconstruction(data.x_test, reconstructions)
         with stages("outputs"):
@@ -1032,7 +1122,7 @@ def run(config: Config) -> None:
                           config.evaluate_on)
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = metrics_record(config, data, stages.seconds, scores, history, shared, clusterings,
-                                 changed)
+                                 stage)
         write_outputs(staging, {
             "report.md": lambda path: path.write_text(report_markdown(metrics, best.row)),
             "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
@@ -1040,12 +1130,12 @@ def run(config: Config) -> None:
           f"BCE {scores['bce']:.4f}, MSE {scores['mse']:.4f}, PSNR {scores['psnr']:.2f} dB\n"
           f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
           "reconstructions.png, training_curves.png, embeddings.png, confusion.png, clusters.png"
-          + (", classifier.keras" if config.self_label else ""))
+          + (", classifier.keras" if classifier is not None else ""))
 
 
 def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
                    reconstruction: dict[str, float], history: dict[str, list[float]], shared: dict,
-                   clusterings: list[Clustering], self_label_changed: list[float] | None) -> dict:
+                   clusterings: list[Clustering], stage: dict | None) -> dict:
     """What metrics.json records of a run (README.md lists it); the libraries' versions as each
     module states its own (a distribution's name varies: tensorflow, tensorflow-cpu)."""
     import keras
@@ -1064,7 +1154,8 @@ def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
             "reconstruction": reconstruction, "history": history,
             "reused_model": None if config.reuse_model is None else str(config.reuse_model),
             "clustering": [clustering.row for clustering in clusterings],
-            "self_label_changed": self_label_changed}
+            "self_label_changed": stage and stage["changed"],
+            "clean_share": stage and stage["clean"], "student_kept": stage and stage.get("kept")}
 
 
 def main(argv: list[str] | None = None) -> int:

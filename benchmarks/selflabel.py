@@ -33,28 +33,35 @@ def self_label_seed(config: am.Config, model: Path) -> dict:
 
     encoder = keras.saving.load_model(model).get_layer("encoder")
     start = time.perf_counter()
-    classifier, changed = am.train_for_clustering(encoder, data.x_train, len(np.unique(data.y_test)), config)
+    classifier, stage = am.train_for_clustering(encoder, data.x_train, len(np.unique(data.y_test)), config)
     seconds = time.perf_counter() - start
+    if classifier is None:  # the student was not trusted, and no self-labelled classifier stands
+        return {"seed": config.seed, "acc": float("nan"), "nmi": float("nan"), "ari": float("nan"),
+                "seconds": seconds, **stage, "train_acc": float("nan")}
     row = am.assign_clusters(classifier, data.x_test, data.y_test, seconds, config.seed).row
     trained = classifier.predict(data.x_train, batch_size=1024, verbose=0).argmax(axis=1)
     print(f"seed {config.seed}: ACC {row['acc']:.4f}  NMI {row['nmi']:.4f}  ({seconds:.0f} s)", flush=True)
-    return {"seed": config.seed, **row, "changed": changed, "train_acc": am.score(data.y_train, trained)["acc"]}
+    return {"seed": config.seed, **row, **stage, "train_acc": am.score(data.y_train, trained)["acc"]}
 
 
 def main() -> None:
     arguments = common.parser(__doc__.split("\n\n")[0], out="selflabel", jobs=False)
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
-    if not base.self_label:
-        arguments.error("give the stage's rounds after --: -- [the models' flags] --self-label N")
+    if not (base.self_label or base.student):
+        arguments.error("give the stage after --: -- [the models' flags] --self-label N and/or --student EPOCHS")
     results = common.on_saved_models(arguments, args, base, self_label_seed)
     notes = ["Share of training images whose cluster changed in each round, per seed: "
              + "; ".join(" / ".join(f"{share:.2%}" for share in result["changed"]) for result in results),
              "ACC of the training images' clusters (a diagnostic, read after training): "
              + " / ".join(f"{result['train_acc']:.4f}" for result in results),
              "The stage's seconds per seed: " + " / ".join(f"{result['seconds']:.0f}" for result in results)]
+    if base.student:
+        notes.append("Share of training images with clean targets, per seed: "
+                     + " / ".join(f"{result['clean']:.1%}" for result in results))
     summary = common.summary("The --self-label stage", " ".join(["python", "benchmarks/selflabel.py", *sys.argv[1:]]),
-                             base.evaluate_on, args.seeds, ("rounds", "epochs per round"),
-                             {(base.self_label, base.self_label_epochs): results}, notes)
+                             base.evaluate_on, args.seeds, ("rounds", "epochs per round", "student epochs", "student rounds", "agreement"),
+                             {(base.self_label, base.self_label_epochs, base.student, base.student_rounds,
+                               base.agreement): results}, notes)
     (args.out / "summary.md").write_text(summary)
     print(summary)
 

@@ -108,6 +108,28 @@ def test_classifier_trains_a_copy_of_the_encoder_on_augmented_images():
     assert np.array_equal(probabilities, classifier(images, training=False).numpy())
 
 
+def test_student_is_a_small_conv_network_that_sees_augmented_images_in_training_only():
+    student = am.build_student(10)
+    kinds = [type(layer).__name__ for layer in student.layers]
+    assert kinds == ["InputLayer", "Sequential", "Conv2D", "Conv2D", "MaxPooling2D", "Conv2D", "Conv2D",
+                     "MaxPooling2D", "Flatten", "Dense", "Dropout", "Dense"]
+    assert [getattr(layer, "filters", None) for layer in student.layers][2:7] == [32, 32, None, 64, 64]
+    assert student.layers[-3].units == 128 and student.layers[-2].rate == 0.5
+    images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    probabilities = student(images, training=False).numpy()
+    assert probabilities.shape == (8, 10) and np.array_equal(probabilities, student(images, training=False).numpy())
+
+
+def test_clean_targets_are_those_their_neighbours_share():
+    # Six points in two groups; point 2 is in the first group but carries the second group's target.
+    targets = np.array([0, 0, 1, 1, 1, 1])
+    neighbours = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 1], [3, 4, 5], [4, 3, 5], [5, 4, 3]])  # itself first
+    shares = am.agreement(targets, neighbours)
+    assert shares.tolist() == [0.5, 0.5, 0.0, 1.0, 1.0, 1.0]
+    # The mislabelled point is not clean, nor are its neighbours at the 95% the recipe asks; the other group is.
+    assert (shares >= 0.95).tolist() == [False, False, False, True, True, True]
+
+
 def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path, monkeypatch):
     labels = np.array([0] * 6 + [1] * 4 + [1] * 5)
     clusters = np.array([0] * 6 + [0] * 4 + [1] * 5)  # cluster 0: six 0s and four 1s; cluster 1: all 1s
@@ -326,3 +348,5 @@ def test_a_recipe_sets_its_flags_and_flags_beside_it_win():
     assert am.recipe_flags("headline") == "--architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train"
     # The self-label recipe is the headline recipe with the stage after it.
     assert am.parse_config(["--recipe", "self-label"]) == replace(headline, recipe="self-label", self_label=3)
+    # The student recipe: 20 epochs of the headline's pretraining, then one student of six epochs.
+    assert am.parse_config(["--recipe", "student"]) == replace(headline, recipe="student", epochs=20, student=6)
