@@ -104,6 +104,21 @@ def test_small_run_writes_every_output(small_run):
         assert f"]({image})" in report
 
 
+def test_report_says_which_stage_trained_for_clustering(small_run):
+    metrics = json.loads((small_run / "metrics.json").read_text())
+    assert "Trained for clustering" not in am.report_markdown(metrics, metrics["clustering"][0])
+    stages = {"self_label": 3, "self_label_epochs": 4}, {"student": 6, "student_rounds": 1}, {
+        "self_label": 3, "self_label_epochs": 4, "student": 6, "student_rounds": 1}
+    for stage in stages:
+        ran = {**metrics, "config": {**metrics["config"], **stage}, "self_label_changed": [0.02, 0.01],
+               "clean_share": 0.857 if "student" in stage else None, "student_kept": 0.998 if "student" in stage else None}
+        report = am.report_markdown(ran, metrics["clustering"][0])
+        assert ("3 rounds of 4 epochs of self-labelling" in report) == ("self_label" in stage)
+        assert ("1 student(s) of 6 epochs on the 85.7% of them with clean targets, of which it gave back 99.8%"
+                in report) == ("student" in stage)
+        assert "changed cluster in each round: 2.00%, 1.00%." in report
+
+
 def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 

@@ -44,9 +44,9 @@ def test_the_docstring_states_the_readmes_bold_row_and_its_commands():
     assert stated, "the docstring's headline sentence moved; keep it checked here"
     readme = (REPO / "README.md").read_text()
     bold = [line for line in readme.splitlines() if line.startswith("| **")]
-    assert len(bold) == 2 and "latent, self-label, softmax" in bold[0]
+    assert len(bold) == 2 and "latent, student, softmax" in bold[0]
     seeds, rows = summary(SOURCE.search(bold[0]).group(1))
-    row = rows["latent", "self-label", "softmax"]
+    row = rows["latent", "student", "softmax"]
     assert stated.groups() == (row["ACC"].split(" +- ")[0], row["NMI"].split(" +- ")[0], str(seeds[0]), str(seeds[-1]))
     # The README's first command block is the docstring's, line for line.
     block = readme.split("```bash\n")[1].split("```")[0].strip().splitlines()
