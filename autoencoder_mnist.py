@@ -995,6 +995,14 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
                      for line in [header, *lines])
 
 
+def stage_steps(config: dict) -> list[str]:
+    """What the stage that trains for clustering does, a step each, from a config_record."""
+    return ([f"{config['self_label']} rounds of {config['self_label_epochs']} epochs of "
+             "self-labelling"] * bool(config["self_label"])
+            + [f"{config['student_rounds']} student(s) of {config['student']} epochs"]
+            * bool(config["student"]))
+
+
 def report_markdown(metrics: dict, best: dict) -> str:
     """report.md: a page that reads on its own beside the plots; `best` is confusion.png's row."""
     config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
@@ -1010,12 +1018,10 @@ def report_markdown(metrics: dict, best: dict) -> str:
     trained = (f"no training: the model was reused from {metrics['reused_model']}/"
                if metrics["reused_model"] else
                f"of which training {metrics['timings']['train']:.0f} s")
-    done = [f"{config['self_label']} rounds of {config['self_label_epochs']} epochs of "
-            "self-labelling"] if config["self_label"] else []
+    done = stage_steps(config)
     if config["student"]:
-        done.append(f"{config['student_rounds']} student(s) of {config['student']} epochs on the "
-                    f"{metrics['clean_share']:.1%} of them with clean targets, of which it gave "
-                    f"back {metrics['student_kept']:.1%}")
+        done[-1] += (f" on the {metrics['clean_share']:.1%} of them with clean targets, of which it "
+                     f"gave back {metrics['student_kept']:.1%}")
     stage = "" if not done else (
         "\nTrained for clustering on the training images: " + ", then ".join(done) + "; share of "
         "them that changed cluster in each round: "
@@ -1108,10 +1114,8 @@ def run(config: Config) -> None:
                                                      config)
         stage = classifier = None
         if config.self_label or config.student:
-            with stages("self-label", "training for clustering: " + ", then ".join(
-                    [f"{config.self_label} rounds of {config.self_label_epochs} epochs"] * bool(
-                        config.self_label) + [f"{config.student_rounds} student(s) of "
-                                              f"{config.student} epochs"] * bool(config.student))):
+            with stages("self-label", "training for clustering: "
+                        + ", then ".join(stage_steps(config_record(config)))):
                 start, n_clusters = time.perf_counter(), len(np.unique(data.y_test))
                 classifier, stage = train_for_clustering(encoder, data.x_train, n_clusters, config)
             if classifier is not None:
