@@ -18,8 +18,6 @@ Commands:
     python benchmarks/seeds.py --seeds 0 1 2 3 4 --jobs 2 -- --recipe headline
     # 20 of the headline's epochs, then a convolutional student on the clean clusters (best row)
     python autoencoder_mnist.py --recipe student --out student
-    # the headline recipe, then its encoder trained for clustering (about 1.5x the seed's recipe)
-    python autoencoder_mnist.py --recipe self-label --out self-label
     # choose on a validation split; the deep-clustering papers' transductive protocol
     python autoencoder_mnist.py --recipe headline --evaluate-on validation --out validation
     python autoencoder_mnist.py --recipe headline --evaluate-on train+test --out train-test
@@ -42,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import math
@@ -84,17 +83,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist.npz"
 BUNDLED_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+LOCK = ".lock"  # in --out: held by the run writing it (run_folders)
 MIN_IMAGES = 100  # t-SNE's perplexity needs more than 90 points, umap10's 30 neighbours 31
 DENSE_WIDTHS = (500, 500, 2000)  # N2D's encoder (McConville et al.): 784 -> these -> the code
 SHIFT, ROTATION = 0.1, 10 / 360  # DEC-DA's augmentation: of the width and height; of a full turn
+NAMES = {"pixels": "pixels", "latent": "codes"}  # each kind of features, as the text names it
 # Pixels are the baseline. "umap10", UMAP to 10-d, is for clustering only; --embed-train adds
-# "umap10+train", the same fitted with the training codes as context.
+# "umap10+train", the same fitted with the training codes (and --pixel-twin's pixels) as context.
 REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"),
               "latent": ("none", "pca", "tsne", "umap", "umap10")}
 CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}  # else KMeans
 SAYS = {"tsne": "t-SNE to 2-D", "umap": "UMAP to 2-D", "umap10": "UMAP to 10-d",
         "umap10+train": "UMAP to 10-d"}  # what the slow reductions print as they start
-CONFIDENT = 0.99  # a student's assignment that the next one learns: SCAN's threshold
 TRUSTED = 0.9  # a student's row counts where it gives back this share of its clean targets
 UMAP_NEIGHBOURS = 30  # umap10's: one exact graph of 30 serves every UMAP fit of a set of points
 SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a sample this size
@@ -105,11 +105,10 @@ SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
 # Named sets of flags, chosen on the validation split (docs/EXPERIMENTS.md); "seed": the defaults.
 HEADLINE = {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50,
             "embed_train": True}
-RECIPES = {"seed": {}, "headline": HEADLINE, "self-label": {**HEADLINE, "self_label": 3},
-           "student": {**HEADLINE, "epochs": 20, "student": 6}}
+RECIPES = {"seed": {}, "headline": HEADLINE, "student": {**HEADLINE, "epochs": 20, "student": 6}}
 # The flags that decide which model training makes: --resume and --reuse-model check them.
 TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs",
-                  "batch_size", "noise", "augment", "seed")
+                  "batch_size", "noise", "seed")
 
 
 class InputError(ValueError):
@@ -138,7 +137,6 @@ class Config:
     noise: float = 0.0
     epochs: int = 20
     batch_size: int = 256
-    augment: bool = False
     reuse_model: Path | None = None
     # t-SNE and UMAP search neighbours among 50 principal components, not 1,568 code numbers: many
     # times faster, as scikit-learn's TSNE documentation advises.
@@ -146,11 +144,9 @@ class Config:
     tsne_angle: float = 0.5
     umap_epochs: int = 200
     embed_train: bool = False
-    self_label: int = 0
-    self_label_epochs: int = 4
     student: int = 0
-    student_rounds: int = 1
     agreement: float = 0.95
+    pixel_twin: bool = False
     seed: int = 0
     out: Path = Path("results")
     resume: bool = False
@@ -165,8 +161,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
     parser.set_defaults(**asdict(Config()))
     add, count, number, size = parser.add_argument, at_least(1), at_least(0, float), at_least(0)
     add("--recipe", choices=tuple(RECIPES), help=f"a named set of flags: seed, every default; "
-        f"headline, {recipe_flags('headline')}; self-label, {recipe_flags('self-label')}; student, "
-        f"{recipe_flags('student')}. Flags beside it win (default: seed)")
+        f"headline, {recipe_flags('headline')}; student, {recipe_flags('student')}. Flags beside "
+        "it win (default: seed)")
     add("--data", type=Path, metavar="PATH", help="an .npz in Keras' mnist.npz layout "
         "(default: the bundled data/mnist.npz)")
     add("--train-size", type=count, metavar="N", help="train on N images, drawn by label")
@@ -181,8 +177,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
     add("--noise", type=number, metavar="SIGMA", help="Gaussian noise on the training input")
     add("--epochs", type=count, metavar="N", help="training epochs (default: %(default)s)")
     add("--batch-size", type=count, metavar="N", help="images per step (default: %(default)s)")
-    add("--augment", action="store_true", help="train on images shifted by up to 10%% and "
-        "rotated by up to 10 degrees (DEC-DA's)")
     add("--reuse-model", type=Path, metavar="FOLDER", help="score a finished run's model instead "
         f"of training; its {', '.join(map(flag, TRAINING_FLAGS))} must match")
     add("--pca-dims", type=size, metavar="N", help="principal components that t-SNE and UMAP "
@@ -193,19 +187,14 @@ def parse_config(argv: list[str] | None = None) -> Config:
         "choice (default: %(default)s, in about half the time)")
     add("--embed-train", action="store_true", help="add rows umap10+train: the 10-d UMAP fitted "
         "with the training codes as unlabelled context")
-    add("--self-label", type=size, metavar="ROUNDS", help="after pretraining, train a copy of the "
-        "encoder for clustering: ROUNDS rounds of self-labelling on the training images")
-    add("--self-label-epochs", type=count, metavar="N",
-        help="epochs per round (default: %(default)s)")
-    add("--student", type=size, metavar="EPOCHS", help="after pretraining (and --self-label), "
-        "train a small convolutional network for EPOCHS epochs on the training images whose "
-        "targets are clean (default: 0, none)")
-    add("--student-rounds", type=count, metavar="N", help="rounds of students, each a fresh one "
-        f"learning its forerunner's assignments of probability {CONFIDENT} or more "
-        "(default: %(default)s)")
+    add("--student", type=size, metavar="EPOCHS", help="after pretraining, train a small "
+        "convolutional network for EPOCHS epochs on the training images whose targets are clean "
+        "(default: 0, none)")
     add("--agreement", type=number, metavar="SHARE", help="a target is clean when this share of "
         f"the image's {UMAP_NEIGHBOURS - 1} nearest neighbours in the codes share it, at most 1 "
         "(default: %(default)s)")
+    add("--pixel-twin", action="store_true", help="also run --embed-train's context and "
+        "--student's stage on the raw pixels: rows that show what the autoencoder adds to each")
     add("--seed", type=size, metavar="N", help="seed of everything random (default: %(default)s)")
     add("--out", type=Path, metavar="FOLDER", help="folder of the outputs (default: %(default)s)")
     add("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -225,6 +214,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         (config.embed_train and config.evaluate_on == "train+test", "--embed-train adds the "
          "training images as context, and --evaluate-on train+test already scores them; drop "
          "--embed-train"),
+        (config.pixel_twin and not (config.embed_train or config.student), "--pixel-twin "
+         "repeats --embed-train and --student on the pixels; give one of them"),
         (config.architecture == "dense" and not config.bottleneck,
          "--architecture dense needs --bottleneck N, the size of its code (N2D uses 10)"),
         (config.out.exists() and not config.out.is_dir(), f"--out {config.out} is a file; name a "
@@ -325,8 +316,8 @@ def load_data(config: Config) -> Dataset:
     for wrong, message in [
         (n_test < MIN_IMAGES, f"only {n_test} test images; t-SNE and UMAP need at least "
          f"{MIN_IMAGES}: use --test-size {MIN_IMAGES} or more"),
-        (config.self_label and n_train < MIN_IMAGES, f"--self-label clusters the training images, "
-         f"and {n_train} are too few for UMAP: use --train-size {MIN_IMAGES} or more"),
+        (config.student and n_train < MIN_IMAGES, f"--student clusters the training images, and "
+         f"{n_train} are too few for UMAP: use --train-size {MIN_IMAGES} or more"),
         (n_classes < 2, "the test labels hold a single class; clustering needs at least two"),
         (n_classes * 2 > n_test, f"{n_test} test images for {n_classes} classes; clustering needs "
          f"at least two images per class on average: use --test-size {n_classes * 2} or more")]:
@@ -459,16 +450,6 @@ def build_autoencoder(bottleneck: int = 0, architecture: str = "conv",
     return keras.Model(image, decoder(encoder(corrupted)), name="autoencoder"), encoder
 
 
-def augmenter() -> keras.Sequential:
-    """Layers that shift and rotate images at random, afresh on every call in training, filling
-    with black as MNIST's background."""
-    import keras
-    from keras import layers
-
-    return keras.Sequential([layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant"),
-                             layers.RandomRotation(ROTATION, fill_mode="constant")], name="augment")
-
-
 # ---- Train ---------------------------------------------------------------------------------------
 
 
@@ -495,8 +476,9 @@ def train(autoencoder: keras.Model, data: Dataset, config: Config,
             on_train_batch_end=lambda batch, logs: stop_if_signalled(),
             on_test_batch_end=lambda batch, logs: stop_if_signalled())
         try:
-            autoencoder.fit(**training_batches(data.x_train, config), epochs=config.epochs,
-                            validation_data=(data.x_test, data.x_test), verbose=0, callbacks=[
+            autoencoder.fit(data.x_train, data.x_train, batch_size=config.batch_size,
+                            epochs=config.epochs, shuffle=True, verbose=0,
+                            validation_data=(data.x_test, data.x_test), callbacks=[
                                 keras.callbacks.BackupAndRestore(str(checkpoint / "backup"),
                                                                  delete_checkpoint=False),
                                 progress, keras.callbacks.CSVLogger(str(log), append=True)])
@@ -514,25 +496,6 @@ def train(autoencoder: keras.Model, data: Dataset, config: Config,
         lines = list(csv.DictReader(stream))
     return {name: [float(line[name]) for line in lines]
             for name in ("loss", "val_loss", "images_per_second")}
-
-
-def training_batches(images: np.ndarray, config: Config) -> dict:
-    """fit()'s training data: the images as input and target, or with --augment batches shifted
-    and rotated afresh every epoch (tf.data), each input its own target."""
-    if not config.augment:
-        return {"x": images, "y": images, "batch_size": config.batch_size, "shuffle": True}
-    import tensorflow as tf
-
-    augment = augmenter()
-
-    def pair(batch):
-        shifted = augment(batch, training=True)
-        return shifted, shifted
-
-    batches = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=config.seed)
-    # shuffle=False: the pipeline shuffles anew each epoch itself; fit() would only warn.
-    return {"x": batches.batch(config.batch_size).map(pair).prefetch(tf.data.AUTOTUNE),
-            "shuffle": False}
 
 
 # ---- Encode --------------------------------------------------------------------------------------
@@ -574,25 +537,26 @@ class Clustering:
                 **self.scores, "seconds": round(self.seconds, 2)}
 
 
-def reduce_and_cluster(images: np.ndarray, codes: np.ndarray, context: np.ndarray | None,
+def reduce_and_cluster(features: dict[str, np.ndarray], context: dict[str, np.ndarray],
                        labels: np.ndarray, config: Config) -> tuple[list[Clustering], dict]:
-    """Every row of the table: the scored images' pixels (n, 784) and codes (n, d) through their
-    REDUCTIONS, and "umap10+train" with the training codes as `context` (m, d). t-SNE and UMAP start
-    from principal components, the UMAP fits of a set of points from its one neighbour graph; the
-    work runs in WORKERS processes of one thread (joblib's, which stop at once on an error or
-    Ctrl-C). Returns the rows, and what metrics.json records of the shared work and the workers."""
+    """Every row of the table: the scored images' "pixels" (n, 784) and "latent" codes (n, d)
+    through their REDUCTIONS, and "umap10+train" for each kind with training points as `context`
+    (m, 784 or d). t-SNE and UMAP start from principal components, the UMAP fits of a set of points
+    from its one neighbour graph; the work runs in WORKERS processes of one thread (joblib's, which
+    stop at once on an error or Ctrl-C). Returns the rows, and what metrics.json records of the
+    shared work and the workers."""
     tasks, shared = [], {"pca_variance_kept": {}, "reduce_shared_seconds": {}}
-    for kind, features in (("pixels", images.reshape(len(images), -1)), ("latent", codes)):
+    for kind, points in features.items():
         start = time.perf_counter()
-        compact, pca = principal_components(features, config)
+        compact, pca = principal_components(points, config)
         seconds = {"pca_seconds": round(time.perf_counter() - start, 2)}
         start, graph = time.perf_counter(), nearest_neighbours(compact, UMAP_NEIGHBOURS)
-        spaces = {"none": (features, None), "pca": (features, None), "tsne": (compact, None),
+        spaces = {"none": (points, None), "pca": (points, None), "tsne": (compact, None),
                   "umap": (compact, graph), "umap10": (compact, graph)}
         names = REDUCTIONS[kind]
-        if kind == "latent" and context is not None:  # the scored points first, then the context
-            points = np.vstack([compact, context if pca is None else pca.transform(context)])
-            spaces["umap10+train"] = points, nearest_neighbours(points, UMAP_NEIGHBOURS)
+        if kind in context:  # the scored points first, then the context
+            more = np.vstack([compact, pca.transform(context[kind]) if pca else context[kind]])
+            spaces["umap10+train"] = more, nearest_neighbours(more, UMAP_NEIGHBOURS)
             names += ("umap10+train",)
         tasks += [(kind, name, *spaces[name]) for name in names]
         seconds["neighbours_seconds"] = round(time.perf_counter() - start, 2)
@@ -635,9 +599,8 @@ def embed_and_cluster(kind: str, name: str, points: np.ndarray, graph: tuple | N
     """A worker's task: the rows of one reduction of one kind of features, and the worker's peak
     memory. Points past the scored ones (the context) are reduced and clustered, not scored."""
     if name in SAYS:
-        of = ("the codes and the training codes" if name == "umap10+train" else
-              "the codes" if kind == "latent" else "the pixels")
-        print(f"  {SAYS[name]} of {of}, {len(points):,} points", flush=True)
+        also = f" and the training {NAMES[kind]}" if name == "umap10+train" else ""
+        print(f"  {SAYS[name]} of the {NAMES[kind]}{also}, {len(points):,} points", flush=True)
     start = time.perf_counter()
     embedding = reduce(name, points, graph, config)
     seconds, n, rows = time.perf_counter() - start, len(labels), []
@@ -702,85 +665,58 @@ def matching(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.n
     return counts, *linear_sum_assignment(counts, maximize=True)
 
 
-# ---- Train for clustering (--self-label) ---------------------------------------------------------
+# ---- Train for clustering (--student) -----------------------------------------------------------
 
 
-def train_for_clustering(encoder: keras.Model, images: np.ndarray, n_clusters: int,
-                         config: Config) -> tuple[keras.Model, dict]:
-    """On the training images (n, 28, 28, 1) alone, never a scored one or a label: their codes'
-    clusters (umap10, the mixture) are the first targets. --self-label: a copy of the encoder with
-    a softmax layer (build_classifier) learns them, each later round its own assignments. --student:
-    a small convolutional network (build_student) then learns the targets that are clean, those
-    that the image's nearest neighbours in the codes share (agreement); each later student its
-    forerunner's confident assignments. Returns the last network trusted (None if none) and what
-    metrics.json records: per round the share of images that changed cluster (convergence,
-    without a label), the share of clean targets, and the share of them the student gave back."""
+def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: int,
+                         config: Config) -> tuple[keras.Model | None, dict]:
+    """On the training images (n, 28, 28, 1) and their features (n, d), codes or pixels, never a
+    scored image or a label: the features' clusters (umap10, the mixture) are the targets, and a
+    small convolutional network (build_student) learns those that are clean, that the image's
+    nearest neighbours in the features share (agreement). Returns the student, or None where it is
+    not trusted, and what metrics.json records: the share of clean targets, the share of them the
+    student gave back, and the share of images whose cluster differs from its target."""
     import keras
 
-    keras.utils.set_random_seed(config.seed)  # the same classifier from a reused model
-    compact, _ = principal_components(encode(encoder, images), config)
+    keras.utils.set_random_seed(config.seed)  # the same student from a reused model
+    compact, _ = principal_components(features, config)
     graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
-    print(f"  {SAYS['umap10']} of the training codes, {len(compact):,} points", flush=True)
     with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
         targets = clusterers(n_clusters, config.seed)["gmm"].fit_predict(
             reduce("umap10", compact, graph, config))
-    stage, everyone = {"changed": [], "clean": None}, np.ones(len(images), dtype=bool)
-    assigned, first, classifier = targets, targets, None
-    if config.self_label:
-        classifier = build_classifier(encoder, n_clusters)
-        for round_ in range(1, config.self_label + 1):
-            assigned = learn(classifier, images, assigned, everyone, config.self_label_epochs,
-                             f"round {round_}/{config.self_label}", stage["changed"], config,
-                             steps=config.self_label * config.self_label_epochs).argmax(axis=1)
-    if config.student:
-        clean = keep = agreement(assigned, graph[0]) >= config.agreement
-        targets, stage["clean"] = assigned, float(clean.mean())
-        print(f"  {clean.mean():.1%} of the training images have clean targets", flush=True)
-        for round_ in range(1, config.student_rounds + 1):  # each a fresh student
-            if not keep.any():  # its forerunner was sure of nothing
-                break
-            student = build_student(n_clusters)
-            probabilities = learn(student, images, assigned, keep, config.student,
-                                  f"student {round_}/{config.student_rounds}", stage["changed"],
-                                  config, steps=config.student)
-            assigned, keep = probabilities.argmax(axis=1), probabilities.max(axis=1) >= CONFIDENT
-        # Without a label, whether to trust it: a student that gives back too few of the clean
-        # targets it learned (too few steps, targets that images do not bear out) is left out.
-        stage["kept"] = float(np.mean(assigned[clean] == targets[clean]))
-        if stage["kept"] >= TRUSTED:
-            classifier = student
-        else:
-            print(f"note: the student gives back only {stage['kept']:.1%} of its clean targets "
-                  f"(under {TRUSTED:.0%}); its row is left out", flush=True)
-    stage["agreement"] = [float(agreement(first, graph[0]).mean()),
-                          float(agreement(assigned, graph[0]).mean())]
-    return classifier, stage
+    clean = agreement(targets, graph[0]) >= config.agreement
+    print(f"  {clean.mean():.1%} of the training images have clean targets", flush=True)
+    student = build_student(n_clusters)
+    assigned = learn(student, images, targets, clean, config).argmax(axis=1)
+    stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
+             "kept": float(np.mean(assigned[clean] == targets[clean]))}
+    print(f"  the student: {stage['changed']:.2%} of the training images changed cluster",
+          flush=True)
+    # Without a label, whether to trust it: a student that gives back too few of the clean targets
+    # it learned (too few steps, targets that images do not bear out) is left out.
+    if stage["kept"] < TRUSTED:
+        print(f"note: the student gives back only {stage['kept']:.1%} of its clean targets "
+              f"(under {TRUSTED:.0%}); its row is left out", flush=True)
+        return None, stage
+    return student, stage
 
 
-def learn(classifier: keras.Model, images: np.ndarray, targets: np.ndarray, keep: np.ndarray,
-          epochs: int, name: str, changed: list[float], config: Config, steps: int) -> np.ndarray:
-    """Fit the classifier to the targets of the images kept for `epochs`, Adam's rate falling from
-    1e-3 to 0 along one cosine of `steps` epochs from its first call; returns its probabilities
-    for every image (n, clusters), noting the share whose cluster differs from its target in
-    `changed`."""
+def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, keep: np.ndarray,
+          config: Config) -> np.ndarray:
+    """Fit the student to the targets of the images kept for --student epochs, Adam's rate falling
+    from 1e-3 to 0 along one cosine; returns its probabilities for every image (n, clusters)."""
     import keras
 
-    start = time.perf_counter()
-    if not classifier.compiled:
-        batches = math.ceil(keep.sum() / config.batch_size)
-        classifier.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(1e-3, steps * batches)))
+    steps = config.student * math.ceil(keep.sum() / config.batch_size)
+    student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     with signals_deferred() as stop_if_signalled:
-        classifier.fit(images[keep], targets[keep], epochs=epochs, verbose=0,
-                       batch_size=config.batch_size, shuffle=True,
-                       callbacks=[keras.callbacks.LambdaCallback(
-                           on_train_batch_end=lambda batch, logs: stop_if_signalled())])
-        probabilities = classifier.predict(images, batch_size=1024, verbose=0)
-        changed.append(float(np.mean(probabilities.argmax(axis=1) != targets)))
-        print(f"  {name}: {changed[-1]:.2%} of the training images changed cluster  "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        student.fit(images[keep], targets[keep], epochs=config.student, verbose=0,
+                    batch_size=config.batch_size, shuffle=True,
+                    callbacks=[keras.callbacks.LambdaCallback(
+                        on_train_batch_end=lambda batch, logs: stop_if_signalled())])
         stop_if_signalled()
-    return probabilities
+    return student.predict(images, batch_size=1024, verbose=0)
 
 
 def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
@@ -789,29 +725,19 @@ def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return (targets[neighbours[:, 1:]] == targets[:, None]).mean(axis=1)
 
 
-def build_classifier(encoder: keras.Model, n_clusters: int) -> keras.Model:
-    """A copy of the encoder with a softmax layer of n_clusters on its code; in training it sees
-    each image shifted and rotated afresh (augmenter). The encoder itself stays as it was."""
-    import keras
-    from keras import layers
-
-    copy = keras.models.clone_model(encoder)
-    copy.set_weights(encoder.get_weights())
-    image = keras.Input(shape=(28, 28, 1), name="image")
-    code = layers.Flatten()(copy(augmenter()(image)))
-    return keras.Model(image, layers.Dense(n_clusters, activation="softmax", name="clusters")(code),
-                       name="classifier")
-
-
 def build_student(n_clusters: int) -> keras.Model:
     """A small convolutional network, (Conv2D(3x3, relu) twice -> MaxPooling2D(2)) of 32 and then
     64 filters, Dense(128) with dropout 0.5, a softmax of n_clusters; in training it sees each image
-    shifted and rotated afresh (augmenter)."""
+    shifted by up to 10% and rotated by up to 10 degrees afresh (DEC-DA's augmentation), filled
+    with black as MNIST's background."""
     import keras
     from keras import layers
 
     image = keras.Input(shape=(28, 28, 1), name="image")
-    x = augmenter()(image)
+    augment = keras.Sequential([layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant"),
+                                layers.RandomRotation(ROTATION, fill_mode="constant")],
+                               name="augment")
+    x = augment(image)
     for filters in (32, 64):
         for _ in range(2):
             x = layers.Conv2D(filters, 3, activation="relu")(x)
@@ -821,15 +747,14 @@ def build_student(n_clusters: int) -> keras.Model:
                        name="student")
 
 
-def assign_clusters(classifier: keras.Model, images: np.ndarray, labels: np.ndarray,
+def assign_clusters(student: keras.Model, kind: str, images: np.ndarray, labels: np.ndarray,
                     seconds: float, seed: int) -> Clustering:
-    """The classifier's row, "self-label" or "student": each scored image in its most probable
-    cluster; the silhouette in the space of cluster probabilities."""
-    probabilities = classifier.predict(images, batch_size=1024, verbose=0)
+    """The student's row: each scored image in its most probable cluster; the silhouette in the
+    space of cluster probabilities. `kind` names the features whose targets it learned."""
+    probabilities = student.predict(images, batch_size=1024, verbose=0)
     clusters = probabilities.argmax(axis=1)
-    scores = score(labels, clusters, probabilities, seed)
-    return Clustering("latent", classifier.name.replace("classifier", "self-label"), "softmax",
-                      scores, seconds, clusters, probabilities)
+    return Clustering(kind, "student", "softmax", score(labels, clusters, probabilities, seed),
+                      seconds, clusters, probabilities)
 
 
 # ---- Plot and save -------------------------------------------------------------------------------
@@ -995,14 +920,6 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
                      for line in [header, *lines])
 
 
-def stage_steps(config: dict) -> list[str]:
-    """What the stage that trains for clustering does, a step each, from a config_record."""
-    return ([f"{config['self_label']} rounds of {config['self_label_epochs']} epochs of "
-             "self-labelling"] * bool(config["self_label"])
-            + [f"{config['student_rounds']} student(s) of {config['student']} epochs"]
-            * bool(config["student"]))
-
-
 def report_markdown(metrics: dict, best: dict) -> str:
     """report.md: a page that reads on its own beside the plots; `best` is confusion.png's row."""
     config, recon, data = metrics["config"], metrics["reconstruction"], metrics["data"]
@@ -1013,19 +930,15 @@ def report_markdown(metrics: dict, best: dict) -> str:
              if not config["bottleneck"] else
              f"the seed's with a dense bottleneck of {config['bottleneck']} numbers")
     model += (f"; denoising, Gaussian noise of standard deviation {config['noise']} on the "
-              "training input" if config["noise"] else "") + (
-        "; trained on shifted and rotated images" if config["augment"] else "")
+              "training input" if config["noise"] else "")
     trained = (f"no training: the model was reused from {metrics['reused_model']}/"
                if metrics["reused_model"] else
                f"of which training {metrics['timings']['train']:.0f} s")
-    done = stage_steps(config)
-    if config["student"]:
-        done[-1] += (f" on the {metrics['clean_share']:.1%} of them with clean targets, of which it "
-                     f"gave back {metrics['student_kept']:.1%}")
-    stage = "" if not done else (
-        "\nTrained for clustering on the training images: " + ", then ".join(done) + "; share of "
-        "them that changed cluster in each round: "
-        + ", ".join(f"{share:.2%}" for share in metrics["self_label_changed"]) + ".")
+    stage = "".join(
+        f"\nA student of {config['student']} epochs learned the clusters of the training "
+        f"{NAMES[kind]} on the {done['clean']:.1%} of the images "
+        f"whose targets are clean, of which it gave back {done['kept']:.1%}; {done['changed']:.2%} "
+        "of the images changed cluster." for kind, done in (metrics["student"] or {}).items())
     sampled = (f" (on {data['silhouette_points']:,} of the points, drawn with the seed)"
                if data["silhouette_points"] < data["n_test"] else "")
     return f"""# Autoencoder on MNIST: results
@@ -1053,9 +966,9 @@ Wall time {metrics['timings']['total']:.0f} s, {trained}.
 or UMAP to 10-d for clustering (`umap10`; `umap10+train`: with the training images' codes as
 unlabelled context, scored on the {split} images only), t-SNE and UMAP on
 {config['pca_dims'] or 'all'} principal components; `clusterer`: KMeans or a Gaussian mixture
-(`gmm`), each the best of 10 initialisations; `self-label` + `softmax`: the encoder trained for
-clustering, `student`: a small convolutional network trained on the training images' clean clusters,
-each image in its most probable cluster. Silhouette in the space that was
+(`gmm`), each the best of 10 initialisations; `student` + `softmax`: a small convolutional
+network trained on the training images' clean clusters (of the codes, or of the pixels), each image
+in its most probable cluster. Silhouette in the space that was
 clustered{sampled}; ARI, NMI and ACC against the true labels; seconds are the reduction's.
 
 {format_table(metrics['clustering'], markdown=True)}
@@ -1081,7 +994,11 @@ def run(config: Config) -> None:
     stages = Stages()
     with stages("data"):
         data = load_data(config)
+        refuse_if_written("--out", config.out, "choose another --out")
+        refuse_if_written("--reuse-model", config.reuse_model, "name a finished run's folder")
         reused = None if config.reuse_model is None else read_reused_run(config)
+        if config.resume and reused is None:
+            read_checkpoint(config)
     with stages("imports", "importing TensorFlow, Keras and umap-learn"):
         import_stack()
     import keras
@@ -1092,6 +1009,7 @@ def run(config: Config) -> None:
             path = config.reuse_model / "autoencoder.keras"
             try:
                 autoencoder = keras.saving.load_model(path)
+                autoencoder.get_layer("encoder")  # a model of another script has none
             except Exception as error:  # what a damaged file raises depends on where it is damaged
                 raise InputError(f"{path} is damaged and cannot be loaded "
                                  f"({type(error).__name__}); train again, or name the --out "
@@ -1108,20 +1026,27 @@ def run(config: Config) -> None:
         with stages("encode"):
             codes = encode(encoder, data.x_test)
             reconstructions = autoencoder.predict(data.x_test, batch_size=1024, verbose=0)
-            context = encode(encoder, data.x_train) if config.embed_train else None
+            training = {"latent": encode(encoder, data.x_train)} if (
+                config.embed_train or config.student) else {}
+        if config.pixel_twin:  # the same steps on the raw pixels, the autoencoder's baseline
+            training["pixels"] = data.x_train.reshape(len(data.x_train), -1)
         with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
-            clusterings, shared = reduce_and_cluster(data.x_test, codes, context, data.y_test,
-                                                     config)
-        stage = classifier = None
-        if config.self_label or config.student:
-            with stages("self-label", "training for clustering: "
-                        + ", then ".join(stage_steps(config_record(config)))):
+            clusterings, shared = reduce_and_cluster(
+                {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes},
+                training if config.embed_train else {}, data.y_test, config)
+        students, student = {}, None
+        for kind, features in (training if config.student else {}).items():
+            with stages(f"student of the {NAMES[kind]}", "training a student on the clusters of "
+                        f"the training {NAMES[kind]}, {len(features):,} points"):
                 start, n_clusters = time.perf_counter(), len(np.unique(data.y_test))
-                classifier, stage = train_for_clustering(encoder, data.x_train, n_clusters, config)
-            if classifier is not None:
-                clusterings.append(assign_clusters(classifier, data.x_test, data.y_test,
+                network, students[kind] = train_for_clustering(features, data.x_train, n_clusters,
+                                                               config)
+            if network is not None:
+                clusterings.append(assign_clusters(network, kind, data.x_test, data.y_test,
                                                    time.perf_counter() - start, config.seed))
-                write_outputs(staging, {"classifier.keras": classifier.save})
+                if kind == "latent":
+                    student = network
+                    write_outputs(staging, {"student.keras": network.save})
         best = max(clusterings, key=lambda clustering: clustering.scores["acc"])  # display only
         scores = score_reconstruction(data.x_test, reconstructions)
         with stages("outputs"):
@@ -1129,7 +1054,7 @@ def run(config: Config) -> None:
                           config.evaluate_on)
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = metrics_record(config, data, stages.seconds, scores, history, shared, clusterings,
-                                 stage)
+                                 students)
         write_outputs(staging, {
             "report.md": lambda path: path.write_text(report_markdown(metrics, best.row)),
             "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
@@ -1137,12 +1062,12 @@ def run(config: Config) -> None:
           f"BCE {scores['bce']:.4f}, MSE {scores['mse']:.4f}, PSNR {scores['psnr']:.2f} dB\n"
           f"Outputs in {config.out}/: metrics.json, report.md, autoencoder.keras, codes.npz, "
           "reconstructions.png, training_curves.png, embeddings.png, confusion.png, clusters.png"
-          + (", classifier.keras" if classifier is not None else ""))
+          + (", student.keras" if student is not None else ""))
 
 
 def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
                    reconstruction: dict[str, float], history: dict[str, list[float]], shared: dict,
-                   clusterings: list[Clustering], stage: dict | None) -> dict:
+                   clusterings: list[Clustering], students: dict[str, dict]) -> dict:
     """What metrics.json records of a run (README.md lists it); the libraries' versions as each
     module states its own (a distribution's name varies: tensorflow, tensorflow-cpu)."""
     import keras
@@ -1161,8 +1086,7 @@ def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
             "reconstruction": reconstruction, "history": history,
             "reused_model": None if config.reuse_model is None else str(config.reuse_model),
             "clustering": [clustering.row for clustering in clusterings],
-            "self_label_changed": stage and stage["changed"],
-            "clean_share": stage and stage["clean"], "student_kept": stage and stage.get("kept")}
+            "student": students or None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1257,38 +1181,102 @@ def peak_memory_mb() -> float | None:
 
 @contextlib.contextmanager
 def run_folders(config: Config) -> Iterator[tuple[Path, Path]]:
-    """Why: an earlier run's results stay whole until a new run has finished, and --resume finds
-    training's checkpoint. Yields a private staging folder, whose outputs replace the old ones at
-    the end, and the checkpoint folder, removed then; a run that reuses a model leaves it."""
+    """Why: an earlier run's results stay whole until a new run has finished, --resume finds
+    training's checkpoint, and one run at a time writes --out. Holds --out's lock file (LOCK,
+    with this process's id in it) and yields a private staging folder, whose outputs replace the
+    old ones at the end, and the checkpoint folder, removed then; a run that reuses a model leaves
+    it."""
     checkpoint = config.out / ".checkpoint"
-    saved = checkpoint / "config.json"
-    if config.resume and config.reuse_model is None and saved.is_file():
-        if mismatch := training_mismatch(json.loads(saved.read_text()), config):
-            raise InputError(f"the checkpoint in {checkpoint} {mismatch}; rerun with the same "
-                             "flags, or without --resume to start afresh")
     try:
         config.out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=config.out))
+        lock = os.open(config.out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
         raise InputError(f"--out {config.out} cannot be written ({error.strerror}); name a folder "
                          "you can write to") from None
     try:
-        if config.reuse_model is None and not (config.resume and saved.is_file()):
-            if config.resume:
-                print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1",
-                      flush=True)
-            shutil.rmtree(checkpoint, ignore_errors=True)
-            checkpoint.mkdir()
-            write_outputs(checkpoint, {"config.json": lambda path: path.write_text(
-                json.dumps(config_record(config)))})
-        yield staging, checkpoint
-        # Each replaces its old version atomically; metrics.json, which marks a finished run, last.
-        for path in sorted(staging.iterdir(), key=lambda path: path.name == "metrics.json"):
-            os.replace(path, config.out / path.name)
-        if config.reuse_model is None:
-            shutil.rmtree(checkpoint)
+        if not try_lock(lock):  # a run that started since refuse_if_written looked
+            raise InputError(busy("--out", config.out, "choose another --out"))
+        os.ftruncate(lock, 0)
+        os.write(lock, str(os.getpid()).encode())
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=config.out))
+        try:
+            if config.reuse_model is None and not (config.resume and
+                                                   (checkpoint / "config.json").is_file()):
+                if config.resume:
+                    print(f"note: no checkpoint in {checkpoint}; training starts at epoch 1",
+                          flush=True)
+                shutil.rmtree(checkpoint, ignore_errors=True)
+                checkpoint.mkdir()
+                write_outputs(checkpoint, {"config.json": lambda path: path.write_text(
+                    json.dumps(config_record(config)))})
+            yield staging, checkpoint
+            # Each replaces its old version atomically; metrics.json, which marks a finished run,
+            # last.
+            for path in sorted(staging.iterdir(), key=lambda path: path.name == "metrics.json"):
+                os.replace(path, config.out / path.name)
+            if config.reuse_model is None:
+                shutil.rmtree(checkpoint)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)  # which releases the lock
+
+
+def try_lock(descriptor: int) -> bool:
+    """Whether this process now holds the exclusive lock of an open file (flock: the system drops
+    it when the holder dies, even by SIGKILL); False where a live process holds it."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def refuse_if_written(flag: str, folder: Path | None, fix: str) -> None:
+    """Why: two runs into one folder delete each other's checkpoint and outputs. Refuses a folder
+    whose lock (run_folders') a live run holds; the lock file names the run's process."""
+    if folder is None:
+        return
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        descriptor = os.open(folder / LOCK, os.O_RDONLY)
+        try:
+            if not try_lock(descriptor):
+                raise InputError(busy(flag, folder, fix))
+        finally:
+            os.close(descriptor)
+
+
+def busy(flag: str, folder: Path, fix: str) -> str:
+    """The line that refuses a folder a live run is writing, naming that run's process."""
+    pid = (folder / LOCK).read_text().strip() or "unknown"
+    return (f"{flag} {folder} is being written by another run (process {pid}); wait for it to "
+            f"finish, or {fix}")
+
+
+def read_checkpoint(config: Config) -> None:
+    """Why: a damaged checkpoint must not end a resumed run in a traceback, an epoch later. Checks
+    the checkpoint's config.json (made with this run's training flags), its training metadata and
+    history.csv (a line of numbers per saved epoch); BackupAndRestore checks the weights."""
+    checkpoint = config.out / ".checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        return
+    try:
+        saved = json.loads((checkpoint / "config.json").read_text())
+        metadata = checkpoint / "backup" / "training_metadata.json"
+        epochs = json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+        with (checkpoint / "history.csv").open(newline="") as stream:
+            lines = list(csv.DictReader(stream)) if epochs else []
+        numbers = [float(line[name]) for line in lines
+                   for name in ("loss", "val_loss", "images_per_second")]
+        if not isinstance(saved, dict) or len(lines) != epochs or not all(map(math.isfinite,
+                                                                              numbers)):
+            raise ValueError
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
+        raise InputError(f"the checkpoint in {checkpoint} is damaged ({type(error).__name__}); "
+                         "rerun without --resume to start afresh") from None
+    if mismatch := training_mismatch(saved, config):
+        raise InputError(f"the checkpoint in {checkpoint} {mismatch}; rerun with the same "
+                         "flags, or without --resume to start afresh")
 
 
 def read_reused_run(config: Config) -> dict:
@@ -1300,11 +1288,13 @@ def read_reused_run(config: Config) -> dict:
                          "autoencoder.keras); name the --out folder of a run that finished")
     try:
         reused = json.loads((folder / "metrics.json").read_text())
-        if not {"config", "history", "timings"} <= set(reused):
+        curves = [reused["history"][name] for name in ("loss", "val_loss", "images_per_second")]
+        numbers = [float(number) for curve in curves for number in curve]
+        if not isinstance(reused["config"], dict) or len(numbers) != 3 * len(curves[0]):
             raise ValueError
-    except (ValueError, TypeError):
-        raise InputError(f"{folder}/metrics.json is not a metrics file this script wrote; name the "
-                         "--out folder of a run that finished") from None
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise InputError(f"{folder}/metrics.json is damaged or not a metrics file of this version "
+                         "of the script; name the --out folder of a run that finished") from None
     if mismatch := training_mismatch(reused["config"], config):
         raise InputError(f"the model in {folder} {mismatch}; give the same data and training "
                          "flags, or drop --reuse-model")
