@@ -273,17 +273,17 @@ class Dataset:
 
 
 def load_data(config: Config) -> Dataset:
-    """Load, check and sample the data: the bundled MNIST, --data, or Keras' download."""
+    """Load, check and sample the data: the bundled MNIST, or --data."""
     if config.data is not None:
         arrays, source = read_npz(config.data), str(config.data)
-    elif BUNDLED_DATA.is_file():
-        digest = hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
-        if digest != BUNDLED_SHA256:
-            raise InputError(f"{BUNDLED_DATA} is damaged (sha256 {digest[:12]}...); restore it "
-                             "with `git checkout data/mnist.npz` or pass a copy with --data")
-        arrays, source = read_npz(BUNDLED_DATA), "data/mnist.npz (bundled, sha256 checked)"
     else:
-        arrays, source = download_mnist(), "keras.datasets.mnist"
+        digest = (hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
+                  if BUNDLED_DATA.is_file() else "missing")
+        if digest != BUNDLED_SHA256:
+            raise InputError(f"{BUNDLED_DATA} is {'missing' if digest == 'missing' else 'damaged'}"
+                             "; restore it with `git checkout data/mnist.npz` or pass a copy of "
+                             "MNIST with --data")
+        arrays, source = read_npz(BUNDLED_DATA), "data/mnist.npz (bundled, sha256 checked)"
     rng, n_train, n_test = (np.random.default_rng(config.seed), len(arrays["y_train"]),
                             len(arrays["y_test"]))
     if config.evaluate_on == "validation":
@@ -390,20 +390,6 @@ def stratified_sample(labels: np.ndarray, size: int, rng: np.random.Generator) -
         members = order[labels[order] == label]
         position[members] = (np.arange(len(members)) + 0.5) / len(members)
     return np.sort(order[np.argsort(position[order], kind="stable")[:size]])
-
-
-def download_mnist() -> dict[str, np.ndarray]:
-    """Keras' own MNIST download (cached in ~/.keras), where the bundled file is missing."""
-    import_stack()
-    import keras
-
-    try:
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    except Exception as error:  # any network or cache failure means the same to the user
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"data/mnist.npz is missing and Keras could not download MNIST ({reason});"
-                         " pass a local copy with --data PATH") from None
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
 # ---- Model ---------------------------------------------------------------------------------------
@@ -994,8 +980,7 @@ def run(config: Config) -> None:
     stages = Stages()
     with stages("data"):
         data = load_data(config)
-        refuse_if_written("--out", config.out, "choose another --out")
-        refuse_if_written("--reuse-model", config.reuse_model, "name a finished run's folder")
+        refuse_if_written(config)
         reused = None if config.reuse_model is None else read_reused_run(config)
         if config.resume and reused is None:
             read_checkpoint(config)
@@ -1165,18 +1150,13 @@ def start_worker() -> None:
 
 
 def peak_memory_mb() -> float | None:
-    """Why: metrics.json tells how much memory a run of this size needs. This process's peak in MB:
-    Linux's VmHWM (getrusage would count the process it was forked from), else ru_maxrss."""
+    """Why: metrics.json tells how much memory a run of this size needs. This process's peak in MB,
+    Linux's VmHWM (getrusage would count the process it was forked from); None without /proc."""
     with contextlib.suppress(OSError, StopIteration):
         with open("/proc/self/status") as status:
             return next(round(int(line.split()[1]) / 1024, 1) for line in status
                         if line.startswith("VmHWM:"))
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    scale = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, kB on Linux
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
+    return None
 
 
 @contextlib.contextmanager
@@ -1194,8 +1174,8 @@ def run_folders(config: Config) -> Iterator[tuple[Path, Path]]:
         raise InputError(f"--out {config.out} cannot be written ({error.strerror}); name a folder "
                          "you can write to") from None
     try:
-        if not try_lock(lock):  # a run that started since refuse_if_written looked
-            raise InputError(busy("--out", config.out, "choose another --out"))
+        # A run may have started since refuse_if_written looked.
+        lock_or_refuse(lock, "--out", config.out, "choose another --out")
         os.ftruncate(lock, 0)
         os.write(lock, str(os.getpid()).encode())
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=config.out))
@@ -1222,61 +1202,57 @@ def run_folders(config: Config) -> Iterator[tuple[Path, Path]]:
         os.close(lock)  # which releases the lock
 
 
-def try_lock(descriptor: int) -> bool:
-    """Whether this process now holds the exclusive lock of an open file (flock: the system drops
-    it when the holder dies, even by SIGKILL); False where a live process holds it."""
+def lock_or_refuse(descriptor: int, flag: str, folder: Path, fix: str) -> None:
+    """Why: two runs into one folder delete each other's checkpoint and outputs. Takes the
+    exclusive lock of the folder's open LOCK file (flock: the system drops it when its holder
+    dies, even by SIGKILL), or refuses: a live run holds it, whose process id the file gives."""
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False
-    return True
+        pid = (folder / LOCK).read_text().strip() or "unknown"
+        raise InputError(f"{flag} {folder} is being written by another run (process {pid}); "
+                         f"wait for it to finish, or {fix}") from None
 
 
-def refuse_if_written(flag: str, folder: Path | None, fix: str) -> None:
-    """Why: two runs into one folder delete each other's checkpoint and outputs. Refuses a folder
-    whose lock (run_folders') a live run holds; the lock file names the run's process."""
-    if folder is None:
-        return
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        descriptor = os.open(folder / LOCK, os.O_RDONLY)
-        try:
-            if not try_lock(descriptor):
-                raise InputError(busy(flag, folder, fix))
-        finally:
-            os.close(descriptor)
-
-
-def busy(flag: str, folder: Path, fix: str) -> str:
-    """The line that refuses a folder a live run is writing, naming that run's process."""
-    pid = (folder / LOCK).read_text().strip() or "unknown"
-    return (f"{flag} {folder} is being written by another run (process {pid}); wait for it to "
-            f"finish, or {fix}")
+def refuse_if_written(config: Config) -> None:
+    """Why: a second run must fail at once, not after the imports. Refuses --out or --reuse-model
+    while a live run writes it; the lock is let go at once (run_folders takes it to write)."""
+    for name, folder, fix in (("--out", config.out, "choose another --out"), (
+            "--reuse-model", config.reuse_model, "name a finished run's folder")):
+        if folder is not None and (folder / LOCK).is_file():
+            with open(folder / LOCK) as probe:
+                lock_or_refuse(probe.fileno(), name, folder, fix)
 
 
 def read_checkpoint(config: Config) -> None:
     """Why: a damaged checkpoint must not end a resumed run in a traceback, an epoch later. Checks
-    the checkpoint's config.json (made with this run's training flags), its training metadata and
-    history.csv (a line of numbers per saved epoch); BackupAndRestore checks the weights."""
-    checkpoint = config.out / ".checkpoint"
+    the checkpoint's config.json (made with this run's training flags), that its weights open, and
+    that its history.csv holds a line of numbers per epoch its training metadata says were saved."""
+    checkpoint, lines = config.out / ".checkpoint", []
     if not (checkpoint / "config.json").is_file():
         return
     try:
         saved = json.loads((checkpoint / "config.json").read_text())
+        if mismatch := training_mismatch(saved, config):
+            raise InputError(f"the checkpoint in {checkpoint} {mismatch}; rerun with the same "
+                             "flags, or without --resume to start afresh")
+        if (weights := checkpoint / "backup" / "latest.weights.h5").is_file():
+            import h5py  # Keras' own reader: a file cut short fails to open
+
+            h5py.File(weights, "r").close()
         metadata = checkpoint / "backup" / "training_metadata.json"
-        epochs = json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
-        with (checkpoint / "history.csv").open(newline="") as stream:
-            lines = list(csv.DictReader(stream)) if epochs else []
+        if (epochs := json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0):
+            with (checkpoint / "history.csv").open(newline="") as stream:
+                lines = list(csv.DictReader(stream))
         numbers = [float(line[name]) for line in lines
                    for name in ("loss", "val_loss", "images_per_second")]
-        if not isinstance(saved, dict) or len(lines) != epochs or not all(map(math.isfinite,
-                                                                              numbers)):
+        if len(lines) != epochs or not all(map(math.isfinite, numbers)):
             raise ValueError
+    except InputError:
+        raise
     except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
         raise InputError(f"the checkpoint in {checkpoint} is damaged ({type(error).__name__}); "
                          "rerun without --resume to start afresh") from None
-    if mismatch := training_mismatch(saved, config):
-        raise InputError(f"the checkpoint in {checkpoint} {mismatch}; rerun with the same "
-                         "flags, or without --resume to start afresh")
 
 
 def read_reused_run(config: Config) -> dict:
@@ -1290,7 +1266,7 @@ def read_reused_run(config: Config) -> dict:
         reused = json.loads((folder / "metrics.json").read_text())
         curves = [reused["history"][name] for name in ("loss", "val_loss", "images_per_second")]
         numbers = [float(number) for curve in curves for number in curve]
-        if not isinstance(reused["config"], dict) or len(numbers) != 3 * len(curves[0]):
+        if not isinstance(reused["config"], dict) or not 3 * len(curves[0]) == len(numbers) > 0:
             raise ValueError
     except (ValueError, TypeError, KeyError, IndexError):
         raise InputError(f"{folder}/metrics.json is damaged or not a metrics file of this version "

@@ -2,10 +2,10 @@
 back to back.
 
     python benchmarks/speed.py [--repeats 2] [--epochs 20] [--data data/mnist.npz] \
-        [--runs default headline self-label student]
+        [--runs default headline student]
 
 Each round runs the baseline, then each of --runs (by default the default run and the headline
-recipe, `--recipe headline` with its own 50 epochs; `self-label` and `student` are those recipes), one at a
+recipe, `--recipe headline` with its own 50 epochs; `student` is that recipe), one at a
 time on the same data (on 2 cores, two runs at once would slow each other), and the rounds repeat. It prints the median ratio run / baseline over the rounds for the whole run and for each
 stage, where the time after training goes, the training FLOP/s of the seed's model as a share of a
 float32 matrix multiply measured in the same round, and each run's peak memory, test BCE and scores.
@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "autoencoder_mnist.py"
 BASELINE = HERE / "seed_baseline.py"
 STAGES = ("whole run", "imports", "train", "after training")
-RUNS = ("default", "headline", "self-label", "student")
+RUNS = ("default", "headline", "student")
 
 
 def training_flops_per_image() -> float:

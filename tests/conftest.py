@@ -66,3 +66,11 @@ def small_run(tmp_path_factory) -> Path:
     assert status == 0, written
     assert not stderr_lines(written), "a good run wrote to stderr:\n" + written
     return out
+
+
+def pytest_configure(config):
+    # TensorFlow's EagerTensor.__array__ predates NumPy 2's copy keyword, and Keras' own np.array(x)
+    # on a tensor makes NumPy warn (keras/src/backend/tensorflow/core.py). Neither is this project's
+    # to change; every other warning stays visible.
+    config.addinivalue_line("filterwarnings",
+                            "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

@@ -3,14 +3,16 @@
 Each case calls the script's main() in this process, as the command does, for it fails before the
 stack is imported; a few run the command itself, to show that the process says the same."""
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import main_here, run_script
+from conftest import REPO, main_here, run_script
 
 
 @pytest.fixture
@@ -139,10 +141,11 @@ BAD_FLAGS = {
                                                 "--evaluate-on train+test already scores them; drop --embed-train"),
     "unknown recipe": (["--recipe", "best"], "invalid choice: 'best'"),
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
-    "negative self-labelling rounds": (["--self-label", "-1"], "-1 must be 0 or more"),
-    "zero epochs per self-labelling round": (["--self-label-epochs", "0"], "0 must be 1 or more"),
-    "too few training images to self-label": (["--self-label", "1", "--train-size", "50"],
-                                              "use --train-size 100 or more"),
+    "negative student epochs": (["--student", "-1"], "-1 must be 0 or more"),
+    "too few training images for the student": (["--student", "1", "--train-size", "50"],
+                                                 "use --train-size 100 or more"),
+    "a pixel twin of nothing": (["--pixel-twin"], "--pixel-twin repeats --embed-train and --student"),
+    "agreement above 1": (["--agreement", "1.5"], "--agreement 1.5 is above 1"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }
 
@@ -192,27 +195,43 @@ def test_reuse_model_from_a_folder_without_a_finished_run_is_refused(tmp_path, r
     assert_refused(refuse("--reuse-model", tmp_path / "empty", "--out", out), "holds no finished run", out)
 
 
+DAMAGED_METRICS = {
+    "cut short": lambda text: text[:len(text) // 3],
+    "empty": lambda text: "",
+    "of another version": lambda text: text.replace('"images_per_second"', '"speed"'),
+    "not an object": lambda text: "[1, 2]",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_METRICS)
+def test_reuse_model_with_a_damaged_metrics_file_is_refused_and_left_as_it_was(damage, tmp_path, refuse):
+    saved = tmp_path / "earlier"
+    saved.mkdir()
+    (saved / "autoencoder.keras").write_bytes(b"")
+    history = {"loss": [0.2], "val_loss": [0.2], "images_per_second": [900.0]}
+    text = DAMAGED_METRICS[damage](json.dumps({"config": {}, "history": history, "timings": {}}))
+    (saved / "metrics.json").write_text(text)
+    out = tmp_path / "results"
+    assert_refused(refuse("--reuse-model", saved, "--out", out),
+                   "metrics.json is damaged or not a metrics file of this version of the script", out)
+    assert (saved / "metrics.json").read_text() == text
+
+
 def test_reuse_model_trained_with_other_flags_is_refused(tmp_path, refuse):
     saved = tmp_path / "earlier"
     saved.mkdir()
     (saved / "autoencoder.keras").write_bytes(b"")
     config = {"data": None, "train_size": None, "evaluate_on": "test", "bottleneck": 0, "epochs": 3,
               "batch_size": 256, "seed": 0}
-    (saved / "metrics.json").write_text(json.dumps({"config": config, "history": {}, "timings": {}}))
+    history = {"loss": [0.2], "val_loss": [0.2], "images_per_second": [900.0]}
+    (saved / "metrics.json").write_text(json.dumps({"config": config, "history": history, "timings": {}}))
     out = tmp_path / "results"
     assert_refused(refuse("--reuse-model", saved, "--out", out), "made with --epochs 3, this run has 20", out)
 
 
-def test_failed_download_says_how_to_use_data(tmp_path, refuse, monkeypatch):
-    # Without data/mnist.npz beside the script it falls back to Keras' download; the proxy refuses it,
-    # and Keras' cache is an empty folder.
-    import keras  # noqa: F401  (imported as the script imports it, before its cache folder is set)
-
+def test_missing_bundled_data_says_how_to_restore_it(tmp_path, refuse, monkeypatch):
     monkeypatch.setattr(am, "BUNDLED_DATA", tmp_path / "data" / "mnist.npz")
-    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path / "keras"))
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
     finished = refuse("--out", tmp_path / "results")
-    assert_refused(finished, "could not download MNIST", tmp_path / "results")
-    assert "--data PATH" in finished.stderr and len(finished.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "results").exists()
+    assert_refused(finished, "mnist.npz is missing; restore it with `git checkout data/mnist.npz`",
+                   tmp_path / "results")
+    assert "--data" in finished.stderr

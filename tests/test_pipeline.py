@@ -7,6 +7,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import epochs  # noqa: E402
 import refine  # noqa: E402
 import seeds  # noqa: E402
-import selflabel  # noqa: E402
+import student  # noqa: E402
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
            "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"]
@@ -72,7 +73,7 @@ def stop_run(signum, at, *flags):
 
 
 def test_small_run_writes_every_output(small_run):
-    assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS)
+    assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS + [am.LOCK])
     metrics = json.loads((small_run / "metrics.json").read_text())
     # The workers import the stack and hold a space's points: hundreds of MB, not nothing.
     assert metrics["peak_rss_mb"] > 100 and metrics["worker_peak_rss_mb"] > 100
@@ -104,19 +105,16 @@ def test_small_run_writes_every_output(small_run):
         assert f"]({image})" in report
 
 
-def test_report_says_which_stage_trained_for_clustering(small_run):
+def test_report_says_what_each_student_learned(small_run):
     metrics = json.loads((small_run / "metrics.json").read_text())
-    assert "Trained for clustering" not in am.report_markdown(metrics, metrics["clustering"][0])
-    stages = {"self_label": 3, "self_label_epochs": 4}, {"student": 6, "student_rounds": 1}, {
-        "self_label": 3, "self_label_epochs": 4, "student": 6, "student_rounds": 1}
-    for stage in stages:
-        ran = {**metrics, "config": {**metrics["config"], **stage}, "self_label_changed": [0.02, 0.01],
-               "clean_share": 0.857 if "student" in stage else None, "student_kept": 0.998 if "student" in stage else None}
-        report = am.report_markdown(ran, metrics["clustering"][0])
-        assert ("3 rounds of 4 epochs of self-labelling" in report) == ("self_label" in stage)
-        assert ("1 student(s) of 6 epochs on the 85.7% of them with clean targets, of which it gave back 99.8%"
-                in report) == ("student" in stage)
-        assert "changed cluster in each round: 2.00%, 1.00%." in report
+    assert "student" not in am.report_markdown(metrics, metrics["clustering"][0]).split("## Reconstruction")[0]
+    ran = {**metrics, "config": {**metrics["config"], "student": 6}, "student": {
+        "latent": {"clean": 0.857, "kept": 0.998, "changed": 0.0213},
+        "pixels": {"clean": 0.802, "kept": 0.95, "changed": 0.04}}}
+    report = am.report_markdown(ran, metrics["clustering"][0])
+    assert ("A student of 6 epochs learned the clusters of the training codes on the 85.7% of the images whose "
+            "targets are clean, of which it gave back 99.8%; 2.13% of the images changed cluster.") in report
+    assert "the clusters of the training pixels on the 80.2% of the images" in report
 
 
 def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
@@ -144,11 +142,10 @@ def test_saved_autoencoder_loads_and_reconstructs(small_run):
     assert tuple(autoencoder.get_layer("encoder").output.shape) == (None, 7, 7, 32)
 
 
-def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_disk_kept_the_earlier_results(
+def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept_the_earlier_results(
         small_run, tmp_path, capsys, monkeypatch):
     out, earlier = earlier_results(small_run, tmp_path / "rescored")
-    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--self-label", "2", "--self-label-epochs", "5",
-             "--student", "2", "--student-rounds", "2", "--out", out]
+    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--student", "15", "--pixel-twin", "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
     # cannot be written. One line; the earlier results whole, nothing half-written beside them.
     # (Python ignores SIGXFSZ, so a write past the limit raises.)
@@ -160,43 +157,50 @@ def test_reused_model_scores_the_same_and_trains_for_clustering_after_a_full_dis
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert status == 1 and stderr_lines(capsys.readouterr().err) == [
         f"error: could not write autoencoder.keras (File too large); earlier results in {out}/ are untouched"]
-    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [am.LOCK])
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
 
-    # The stage is given the training images and nothing else: no label, no scored image.
+    # The stage is given the training images and their codes or pixels, nothing else: no label, no
+    # scored image.
     given, stage = [], am.train_for_clustering
     monkeypatch.setattr(am, "train_for_clustering", lambda *args: given.append(args) or stage(*args))
     assert main_here(*flags) == 0
     captured = capsys.readouterr()
     assert not stderr_lines(captured.err), captured.err
     assert "epoch 1/2" not in captured.out and "load model done" in captured.out
-    assert "round 2/2" in captured.out and "student 1/2:" in captured.out and "self-label done" in captured.out
-    # Two epochs of a few batches teach a student from scratch too little: it gives back under 90% of
-    # its clean targets, and the self-labelled classifier before it stands.
-    assert "of its clean targets (under 90%); its row is left out" in captured.out
+    assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
-    (encoder, images, n_clusters, config), = given
-    assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 2
+    (codes, images, n_clusters, config), (pixels, *same) = given
+    assert codes.shape == (2000, 1568) and np.array_equal(pixels, data.x_train.reshape(2000, 784))
+    assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 15
+    assert all(a is b for a, b in zip(same, (images, n_clusters, config)))
     scored = {image.tobytes() for image in data.x_test}
     assert not any(image.tobytes() in scored for image in images)
-    # The same model, the same seed: every row of the trained run again, then the three new rows.
-    added = rows_beyond(scores(small_run), scores(out))
-    assert [(row["features"], row["reduction"], row["clusterer"]) for row in added] == [
-        ("latent", "umap10+train", "kmeans"), ("latent", "umap10+train", "gmm"), ("latent", "self-label", "softmax")]
-    assert all(row["acc"] > 0.3 for row in added)
+    # The same model, the same seed: every row of the trained run again, each kind's umap10+train
+    # rows after its umap10 rows, then the students trusted (the codes' at least).
+    rows = scores(out)[0]
+    assert [row for row in rows if row["reduction"] not in ("umap10+train", "student")] == scores(small_run)[0]
+    assert [(row["features"], row["reduction"]) for row in rows][5:7] == [("pixels", "umap10+train")] * 2
+    assert [(row["features"], row["reduction"]) for row in rows][13:16] == [
+        ("latent", "umap10+train"), ("latent", "umap10+train"), ("latent", "student")]
+    assert all(row["acc"] > 0.3 for row in rows[5:7] + rows[13:])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
-    assert len(metrics["self_label_changed"]) in (3, 4) and (out / "classifier.keras").is_file()
-    assert 0 < metrics["clean_share"] <= 1 and metrics["student_kept"] < 0.9
+    assert (out / "student.keras").is_file() and set(metrics["student"]) == {"latent", "pixels"}
+    assert 0 < metrics["student"]["latent"]["clean"] <= 1 and metrics["student"]["latent"]["kept"] >= 0.9
 
-    # The self-labelling benchmark runs the stage on the saved model with the training images alone
-    # (no scored image, no label): the same classifier as the script's, so the same changed shares
-    # and the same row for the scored images.
-    result = selflabel.self_label_seed(am.parse_config([str(flag) for flag in flags[:-2]]),
-                                       small_run / "autoencoder.keras")
-    assert result["changed"] == metrics["self_label_changed"]
-    assert [result[name] for name in ("ari", "nmi", "acc")] == [added[-1][name] for name in ("ari", "nmi", "acc")]
+    # The stage's benchmark runs it on the saved model with the training images alone (no scored
+    # image, no label): the same student as the script's, so the same row for the scored images.
+    result = student.student_seed(am.parse_config([str(flag) for flag in flags[:-3]]), small_run / "autoencoder.keras")
+    assert {"latent"} == set(result) - {"seed"}
+    assert [result["latent"][name] for name in ("ari", "nmi", "acc")] == [rows[15][name] for name in ("ari", "nmi", "acc")]
+
+    # One epoch of a few batches teaches a student from scratch too little: it gives back under 90%
+    # of its clean targets, and is left out with a note.
+    left_out, shares = stage(pixels, images, 10, am.parse_config([*SMALL, "--student", "1"]))
+    assert left_out is None and shares["kept"] < 0.9
+    assert "of its clean targets (under 90%); its row is left out" in capsys.readouterr().out
 
 
 def test_a_damaged_model_or_checkpoint_is_refused_in_one_line_and_nothing_is_written(small_run, tmp_path, capsys):
@@ -229,7 +233,7 @@ def test_a_damaged_model_or_checkpoint_is_refused_in_one_line_and_nothing_is_wri
 
 
 def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_results_and_resume_finishes_the_same(
-        small_run, tmp_path, capsys):
+        small_run, tmp_path, capsys, monkeypatch):
     # A second process with the same seed trains epoch 1 afresh and, resumed, ends with every score of
     # the first run: this is also the suite's check that a seed reproduces a run.
     out, earlier = earlier_results(small_run, tmp_path / "results")
@@ -240,7 +244,21 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
     assert "stopped by SIGTERM" in lines[0] and "1 of 2 epochs are saved: rerun with --resume" in lines[0]
     # The earlier run's results are whole, and nothing half-written lies beside them.
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
-    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint", am.LOCK])
+
+    # Each of the checkpoint's four files damaged in turn, cut to a third of its size, in a copy of
+    # the folder: --resume refuses in one line and leaves every file as it was.
+    for name in ("config.json", "history.csv", "backup/latest.weights.h5", "backup/training_metadata.json"):
+        copy = tmp_path / f"damaged-{name.replace('/', '-')}"
+        shutil.copytree(out, copy)
+        damaged = copy / ".checkpoint" / name
+        damaged.write_bytes(damaged.read_bytes()[:damaged.stat().st_size // 3])
+        before = {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()}
+        assert main_here(*SMALL, "--out", copy, "--resume") == 2, name
+        lines = stderr_lines(capsys.readouterr().err)
+        assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint in {copy / '.checkpoint'} is damaged")
+        assert lines[0].endswith("rerun without --resume to start afresh"), lines
+        assert {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()} == before
 
     # Resumed, it trains epoch 2 and is stopped by Ctrl-C while the workers reduce. Stopping the
     # worker pool once waited for ever on tasks still in its pipe (communicate's timeout fails this
@@ -250,15 +268,29 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
     assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0]
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
-    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint"])
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint", am.LOCK])
 
     # Resumed again, it trains nothing; a scoring flag may change on resume, for only training's
-    # flags are the checkpoint's.
+    # flags are the checkpoint's. While it runs, a second run into the same folder, and one that
+    # would reuse its model, are refused at once, naming it; it finishes as if alone.
+    second, reduce_and_cluster = [], am.reduce_and_cluster
+
+    def second_runs(*args):
+        second.append(main_here(*SMALL, "--out", out))
+        second.append(main_here(*SMALL, "--reuse-model", out, "--out", tmp_path / "other"))
+        second.append(stderr_lines(capsys.readouterr().err))
+        return reduce_and_cluster(*args)
+
+    monkeypatch.setattr(am, "reduce_and_cluster", second_runs)
     assert main_here(*SMALL, "--out", out, "--resume", "--embed-train") == 0
     assert "epoch 2/2" not in capsys.readouterr().out
+    busy = f"is being written by another run (process {os.getpid()}); wait for it to finish, or"
+    assert second == [2, 2, [f"error: --out {out} {busy} choose another --out",
+                             f"error: --reuse-model {out} {busy} name a finished run's folder"]]
+    assert not (tmp_path / "other").exists()
     added = rows_beyond(scores(small_run), scores(out))
     assert [row["reduction"] for row in added] == ["umap10+train", "umap10+train"]
-    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [am.LOCK])
 
 
 def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path, monkeypatch, capsys):

@@ -78,36 +78,6 @@ def test_noise_corrupts_the_training_input_only():
     assert not np.allclose(autoencoder(images, training=True).numpy(), clean, atol=1e-3)
 
 
-def test_augment_trains_on_shifted_images_each_its_own_target():
-    images = np.zeros((300, 28, 28, 1), np.float32)
-    images[:, 10:18, 10:18] = 1  # a square in the middle: any shift or turn moves some of it
-    plain = am.training_batches(images, am.parse_config([]))
-    assert plain["x"] is images and plain["y"] is images and plain["batch_size"] == 256
-    batches = am.training_batches(images, am.parse_config(["--augment"]))["x"]
-    sizes = []
-    for inputs, targets in batches:
-        assert np.array_equal(inputs.numpy(), targets.numpy())
-        sizes.append(len(inputs))
-        moved = np.abs(inputs.numpy() - images[:len(inputs)]).reshape(len(inputs), -1).max(axis=1)
-        assert np.mean(moved > 0.5) > 0.9  # nearly every image shifted or turned
-    assert sizes == [256, 44]
-    assert "augment" in am.TRAINING_FLAGS
-
-
-def test_classifier_trains_a_copy_of_the_encoder_on_augmented_images():
-    _, encoder = am.build_autoencoder(bottleneck=10, architecture="dense")
-    classifier = am.build_classifier(encoder, 10)
-    before = [weight.copy() for weight in encoder.get_weights()]
-    images = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
-    classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    classifier.fit(images, np.arange(64) % 10, epochs=1, verbose=0)
-    assert all(np.array_equal(a, b) for a, b in zip(before, encoder.get_weights()))
-    probabilities = classifier(images, training=False).numpy()
-    assert probabilities.shape == (64, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    # Outside training the classifier sees the image as it is: the same answer twice.
-    assert np.array_equal(probabilities, classifier(images, training=False).numpy())
-
-
 def test_student_is_a_small_conv_network_that_sees_augmented_images_in_training_only():
     student = am.build_student(10)
     kinds = [type(layer).__name__ for layer in student.layers]
@@ -133,7 +103,7 @@ def test_clean_targets_are_those_their_neighbours_share():
 def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path, monkeypatch):
     labels = np.array([0] * 6 + [1] * 4 + [1] * 5)
     clusters = np.array([0] * 6 + [0] * 4 + [1] * 5)  # cluster 0: six 0s and four 1s; cluster 1: all 1s
-    best = am.Clustering("latent", "self-label", "softmax", {"acc": 0.7, "nmi": 0.5, "ari": 0.4, "silhouette": 0.1},
+    best = am.Clustering("latent", "student", "softmax", {"acc": 0.7, "nmi": 0.5, "ari": 0.4, "silhouette": 0.1},
                          1.0, clusters, np.zeros((15, 2)))
     shown = {}
     monkeypatch.setattr(am.plt.Figure, "savefig", lambda figure, path, **kwargs: shown.update(figure=figure))
@@ -197,7 +167,8 @@ def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_compu
     codes, context = blobs[np.r_[0:40, 70:110, 140:180]], blobs[np.r_[40:70, 110:140, 180:200]]
     images = rng.random((120, 28, 28, 1), dtype=np.float32)
     config = am.parse_config(["--pca-dims", "5"])
-    clusterings, shared = am.reduce_and_cluster(images, codes, context, labels, config)
+    clusterings, shared = am.reduce_and_cluster({"pixels": images.reshape(120, -1), "latent": codes},
+                                                {"latent": context}, labels, config)
     assert [(c.features, c.reduction, c.clusterer) for c in clusterings] == [
         ("pixels", "none", "kmeans"), ("pixels", "pca", "kmeans"), ("pixels", "umap", "kmeans"),
         ("pixels", "umap10", "kmeans"), ("pixels", "umap10", "gmm"), ("latent", "none", "kmeans"),
@@ -346,7 +317,5 @@ def test_a_recipe_sets_its_flags_and_flags_beside_it_win():
     transductive = am.parse_config(["--recipe", "headline", "--evaluate-on", "train+test"])
     assert not transductive.embed_train and transductive.architecture == "dense"
     assert am.recipe_flags("headline") == "--architecture dense --bottleneck 10 --noise 0.2 --epochs 50 --embed-train"
-    # The self-label recipe is the headline recipe with the stage after it.
-    assert am.parse_config(["--recipe", "self-label"]) == replace(headline, recipe="self-label", self_label=3)
     # The student recipe: 20 epochs of the headline's pretraining, then one student of six epochs.
     assert am.parse_config(["--recipe", "student"]) == replace(headline, recipe="student", epochs=20, student=6)
