@@ -1,8 +1,8 @@
 """End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume.
 
-Two cold starts of the command in all (a run stopped by SIGTERM, its resumption stopped by Ctrl-C,
-each in a process of its own as a signal needs); every other run calls the script's main() in this
-process, sharing one TensorFlow start and one pool of worker processes."""
+One cold start of the command with TensorFlow (a run stopped by Ctrl-C, in a process group of its
+own as a terminal's Ctrl-C needs); every other run calls the script's main() in this process, sharing
+one TensorFlow start and one pool of worker processes."""
 import json
 import math
 import os
@@ -54,7 +54,7 @@ def earlier_results(run, out):
 def stop_run(signum, at, *flags):
     """Start the command with `flags`, send `signum` once a line of its output starts with `at`, and
     return its exit status and its stderr lines. SIGINT goes to the run's whole process group,
-    worker processes and all, as a terminal's Ctrl-C does; SIGTERM to the run only, as `kill` does."""
+    worker processes and all, as a terminal's Ctrl-C does; another signal to the run only."""
     # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
     # harness that starts this suite as a background job of a non-interactive shell (as CI may)
     # leaves SIGINT ignored, children inherit that, and Python then, rightly, ignores it too.
@@ -145,7 +145,7 @@ def test_saved_autoencoder_loads_and_reconstructs(small_run):
 def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept_the_earlier_results(
         small_run, tmp_path, capsys, monkeypatch):
     out, earlier = earlier_results(small_run, tmp_path / "rescored")
-    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--student", "15", "--pixel-twin", "--out", out]
+    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--student", "2", "--pixel-twin", "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
     # cannot be written. One line; the earlier results whole, nothing half-written beside them.
     # (Python ignores SIGXFSZ, so a write past the limit raises.)
@@ -161,9 +161,11 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
 
     # The stage is given the training images and their codes or pixels, nothing else: no label, no
-    # scored image.
+    # scored image. Two epochs teach a student too little to be trusted (checked below): here every
+    # student is trusted, so that its row, student.keras and report follow.
     given, stage = [], am.train_for_clustering
     monkeypatch.setattr(am, "train_for_clustering", lambda *args: given.append(args) or stage(*args))
+    monkeypatch.setattr(am, "TRUSTED", 0.0)
     assert main_here(*flags) == 0
     captured = capsys.readouterr()
     assert not stderr_lines(captured.err), captured.err
@@ -172,34 +174,33 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
     assert codes.shape == (2000, 1568) and np.array_equal(pixels, data.x_train.reshape(2000, 784))
-    assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 15
+    assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 2
     assert all(a is b for a, b in zip(same, (images, n_clusters, config)))
     scored = {image.tobytes() for image in data.x_test}
     assert not any(image.tobytes() in scored for image in images)
     # The same model, the same seed: every row of the trained run again, each kind's umap10+train
-    # rows after its umap10 rows, then the students trusted (the codes' at least).
+    # rows after its umap10 rows, then the students of the codes and of the pixels.
     rows = scores(out)[0]
     assert [row for row in rows if row["reduction"] not in ("umap10+train", "student")] == scores(small_run)[0]
     assert [(row["features"], row["reduction"]) for row in rows][5:7] == [("pixels", "umap10+train")] * 2
-    assert [(row["features"], row["reduction"]) for row in rows][13:16] == [
-        ("latent", "umap10+train"), ("latent", "umap10+train"), ("latent", "student")]
-    assert all(row["acc"] > 0.3 for row in rows[5:7] + rows[13:])
+    assert [(row["features"], row["reduction"]) for row in rows][13:] == [
+        ("latent", "umap10+train"), ("latent", "umap10+train"), ("latent", "student"), ("pixels", "student")]
+    assert all(row["acc"] > 0.3 for row in rows[5:7] + rows[13:15])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
     assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
     assert (out / "student.keras").is_file() and set(metrics["student"]) == {"latent", "pixels"}
-    assert 0 < metrics["student"]["latent"]["clean"] <= 1 and metrics["student"]["latent"]["kept"] >= 0.9
+    assert all(0 < metrics["student"][kind]["clean"] <= 1 for kind in ("latent", "pixels"))
 
-    # The stage's benchmark runs it on the saved model with the training images alone (no scored
-    # image, no label): the same student as the script's, so the same row for the scored images.
+    # Under the real rule, two epochs of a few batches leave a student out, with a note: it gives
+    # back under 90% of its clean targets. The stage's benchmark runs it on the saved model with the
+    # training images alone (no scored image, no label): the same student as the script's, so the
+    # same shares of clean targets, kept and changed images.
+    monkeypatch.setattr(am, "TRUSTED", 0.9)
     result = student.student_seed(am.parse_config([str(flag) for flag in flags[:-3]]), small_run / "autoencoder.keras")
     assert {"latent"} == set(result) - {"seed"}
-    assert [result["latent"][name] for name in ("ari", "nmi", "acc")] == [rows[15][name] for name in ("ari", "nmi", "acc")]
-
-    # One epoch of a few batches teaches a student from scratch too little: it gives back under 90%
-    # of its clean targets, and is left out with a note.
-    left_out, shares = stage(pixels, images, 10, am.parse_config([*SMALL, "--student", "1"]))
-    assert left_out is None and shares["kept"] < 0.9
+    assert {name: result["latent"][name] for name in ("clean", "kept", "changed")} == metrics["student"]["latent"]
+    assert result["latent"]["kept"] < 0.9 and math.isnan(result["latent"]["acc"])
     assert "of its clean targets (under 90%); its row is left out" in capsys.readouterr().out
 
 
@@ -234,10 +235,22 @@ def test_a_damaged_model_or_checkpoint_is_refused_in_one_line_and_nothing_is_wri
 
 def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_results_and_resume_finishes_the_same(
         small_run, tmp_path, capsys, monkeypatch):
-    # A second process with the same seed trains epoch 1 afresh and, resumed, ends with every score of
-    # the first run: this is also the suite's check that a seed reproduces a run.
+    # A run with the same seed trains epoch 1 afresh and, resumed, ends with every score of the first
+    # run: this is also the suite's check that a seed reproduces a run. SIGTERM, as `kill` sends it,
+    # comes as epoch 1 is logged, while TensorFlow is still training.
+    import keras
+
+    class KilledAfterEpochOne(keras.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if epoch == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+
     out, earlier = earlier_results(small_run, tmp_path / "results")
-    status, lines = stop_run(signal.SIGTERM, "epoch 1/2", *SMALL, "--out", out)
+    with monkeypatch.context() as patched:
+        patched.setattr(keras.callbacks, "CSVLogger", KilledAfterEpochOne)
+        status = main_here(*SMALL, "--out", out)
+    lines = stderr_lines(capsys.readouterr().err)
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
     assert status == 143
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
