@@ -51,10 +51,10 @@ def earlier_results(run, out):
     return out, earlier
 
 
-def stop_run(signum, at, *flags):
-    """Start the command with `flags`, send `signum` once a line of its output starts with `at`, and
+def ctrl_c_run(at, *flags):
+    """Start the command with `flags`, press Ctrl-C once a line of its output starts with `at`, and
     return its exit status and its stderr lines. SIGINT goes to the run's whole process group,
-    worker processes and all, as a terminal's Ctrl-C does; another signal to the run only."""
+    worker processes and all, as a terminal's Ctrl-C does."""
     # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
     # harness that starts this suite as a background job of a non-interactive shell (as CI may)
     # leaves SIGINT ignored, children inherit that, and Python then, rightly, ignores it too.
@@ -63,10 +63,7 @@ def stop_run(signum, at, *flags):
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if line.strip().startswith(at):
-            if signum == signal.SIGINT:
-                os.killpg(process.pid, signum)
-            else:
-                process.send_signal(signum)
+            os.killpg(process.pid, signal.SIGINT)
             break
     _, stderr = process.communicate(timeout=300)
     return process.returncode, stderr_lines(stderr)
@@ -276,7 +273,7 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
     # Resumed, it trains epoch 2 and is stopped by Ctrl-C while the workers reduce. Stopping the
     # worker pool once waited for ever on tasks still in its pipe (communicate's timeout fails this
     # test if the run hangs). The workers get Ctrl-C too, and stay silent.
-    status, lines = stop_run(signal.SIGINT, "t-SNE to 2-D", *SMALL, "--out", out, "--resume")
+    status, lines = ctrl_c_run("t-SNE to 2-D", *SMALL, "--out", out, "--resume")
     assert status == 130
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
     assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0]
