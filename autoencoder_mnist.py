@@ -1125,6 +1125,23 @@ def import_stack() -> None:
 
         tf.config.list_physical_devices()  # prints a CUDA line on machines without a GPU driver
     tf.get_logger().setLevel("ERROR")  # its Python warnings advise its programmers, not our users
+    cache_umap_compilation()
+
+
+def cache_umap_compilation() -> None:
+    """Why: umap-learn compiles its graph and layout code with numba afresh in every process, 5-10 s
+    before each process's first fit. With numba's cache on (beside the package, else in the user's
+    cache folder), later processes load the same compiled code in under a second."""
+    import numba
+    import umap.layouts
+    import umap.umap_
+    import umap.utils
+
+    for module in (umap.umap_, umap.layouts, umap.utils):
+        for function in vars(module).values():
+            if isinstance(function, numba.core.registry.CPUDispatcher):
+                with contextlib.suppress(RuntimeError):  # no folder to write to: compiled as before
+                    function.enable_caching()
 
 
 @contextlib.contextmanager
@@ -1144,9 +1161,10 @@ def quiet_stderr() -> Iterator[None]:
 def start_worker() -> None:
     """Why: Ctrl-C reaches every process of the terminal, and the main process stops the workers:
     one that raised too would print a traceback. umap-learn imports TensorFlow for ParametricUMAP,
-    which no worker uses: barred, it costs each worker 3 s less."""
+    which no worker uses: barred, it costs each worker 3 s less; its compiled code is cached."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.modules["tensorflow"] = None
+    cache_umap_compilation()
 
 
 def peak_memory_mb() -> float | None:

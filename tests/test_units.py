@@ -190,6 +190,18 @@ def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_compu
     assert compact.shape == (120, 5)
 
 
+def test_umaps_compiled_code_is_cached_on_disk_for_the_next_process():
+    # Each process compiled umap-learn's graph and layout code afresh, 5-10 s before its first fit.
+    import numba
+    import umap.layouts
+    import umap.umap_
+
+    am.cache_umap_compilation()
+    for function in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+                     umap.layouts._nb_optimize_layout_euclidean_single_epoch):
+        assert isinstance(function._cache, numba.core.caching.FunctionCache), function
+
+
 def report_peak_memory(_):
     return am.peak_memory_mb()
 
