@@ -1,5 +1,6 @@
 """Unit tests: the seed's architecture, the bottleneck, dense and noise options, the
 clustering accuracy, the data loader, and which seeds benchmarks/seeds.py runs."""
+import gzip
 import json
 import multiprocessing
 import sys
@@ -13,6 +14,7 @@ import autoencoder_mnist as am
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+import fashion_mnist  # noqa: E402
 import seeds  # noqa: E402
 
 
@@ -240,6 +242,31 @@ def test_loader_accepts_any_data_set_in_the_layout(tmp_path):
     assert data.x_train.shape == (300, 28, 28, 1) and data.x_test.shape == (150, 28, 28, 1)
     assert data.x_train.dtype == np.float32 and 0 <= data.x_train.min() and data.x_train.max() <= 1
     assert sorted(np.unique(data.y_test)) == [0, 1, 2] and np.bincount(data.y_test).tolist() == [50, 50, 50]
+
+
+def test_fashion_mnist_is_written_from_idx_files_in_the_loaders_layout(tmp_path, monkeypatch, capsys):
+    # Idx files as Zalando's and Debian's: a magic number (unsigned bytes, then the count of
+    # dimensions), one big-endian size per dimension, the bytes; gzipped.
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (200, 28, 28), np.uint8), "y_train": np.arange(200, dtype=np.uint8) % 10,
+              "x_test": rng.integers(0, 256, (100, 28, 28), np.uint8), "y_test": np.arange(100, dtype=np.uint8) % 10}
+    for key, name in fashion_mnist.FILES.items():
+        header = bytes([0, 0, 8, arrays[key].ndim]) + b"".join(size.to_bytes(4, "big") for size in arrays[key].shape)
+        (tmp_path / name).write_bytes(gzip.compress(header + arrays[key].tobytes()))
+    out = tmp_path / "fashion.npz"
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", "--idx", str(tmp_path), "--out", str(out)])
+    fashion_mnist.main()
+    assert capsys.readouterr().out == f"{out}: 200 training and 100 test images of Fashion-MNIST, from {tmp_path}\n"
+    written = am.read_npz(out)
+    assert all(np.array_equal(written[key], arrays[key]) for key in arrays)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*fashion_mnist.FILES.values(), out.name])
+    # A folder without them: one line, exit status 2, nothing written.
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", "--idx", str(tmp_path / "none"), "--out", str(tmp_path / "x.npz")])
+    with pytest.raises(SystemExit) as stop:
+        fashion_mnist.main()
+    lines = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "run `apt-get install dataset-fashion-mnist`" in lines[0]
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_loader_holds_out_a_validation_split_from_training(tmp_path):
