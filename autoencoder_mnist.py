@@ -95,6 +95,8 @@ REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"),
 CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}  # else KMeans
 SAYS = {"tsne": "t-SNE to 2-D", "umap": "UMAP to 2-D", "umap10": "UMAP to 10-d",
         "umap10+train": "UMAP to 10-d"}  # what the slow reductions print as they start
+SPREAD_STEPS = 20  # --spread: steps of label propagation, enough to cross the unclean regions
+CONFIDENT = 0.9  # --passes: a later pass learns the assignments of at least this probability
 TRUSTED = 0.9  # a student's row counts where it gives back this share of its clean targets
 UMAP_NEIGHBOURS = 30  # umap10's: one exact graph of 30 serves every UMAP fit of a set of points
 SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a sample this size
@@ -146,6 +148,8 @@ class Config:
     embed_train: bool = False
     student: int = 0
     agreement: float = 0.95
+    spread: bool = False
+    passes: int = 1
     pixel_twin: bool = False
     seed: int = 0
     out: Path = Path("results")
@@ -193,6 +197,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
     add("--agreement", type=number, metavar="SHARE", help="a target is clean when this share of "
         f"the image's {UMAP_NEIGHBOURS - 1} nearest neighbours in the codes share it, at most 1 "
         "(default: %(default)s)")
+    add("--spread", action="store_true", help="the student learns the images whose targets "
+        "are not clean too, their clusters spread from the clean ones over the neighbour graph")
+    add("--passes", type=count, metavar="N", help="after the student's first pass, N - 1 more: a "
+        "fresh student learns every image that the last one assigns confidently (default: 1)")
     add("--pixel-twin", action="store_true", help="also run --embed-train's context and "
         "--student's stage on the raw pixels: rows that show what the autoencoder adds to each")
     add("--seed", type=size, metavar="N", help="seed of everything random (default: %(default)s)")
@@ -672,8 +680,22 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
             reduce("umap10", compact, graph, config))
     clean = agreement(targets, graph[0]) >= config.agreement
     print(f"  {clean.mean():.1%} of the training images have clean targets", flush=True)
+    learned, weights = targets, clean.astype("float32")
+    if config.spread:
+        labels, weights = spread_labels(targets, clean, graph[0])
+        learned = np.where(clean, targets, labels)
     student = build_student(n_clusters)
-    assigned = learn(student, images, targets, clean, config).argmax(axis=1)
+    probabilities = learn(student, images, learned, weights, config)
+    for _ in range(config.passes - 1):  # a fresh student on the last one's confident assignments
+        confident = probabilities.max(axis=1) >= CONFIDENT
+        print(f"  another pass: {confident.mean():.1%} of the images assigned confidently",
+              flush=True)
+        if not confident.any():
+            break
+        student = build_student(n_clusters)
+        probabilities = learn(student, images, probabilities.argmax(axis=1),
+                              confident.astype("float32"), config)
+    assigned = probabilities.argmax(axis=1)
     stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
              "kept": float(np.mean(assigned[clean] == targets[clean]))}
     print(f"  the student: {stage['changed']:.2%} of the training images changed cluster",
@@ -687,22 +709,47 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     return student, stage
 
 
-def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, keep: np.ndarray,
+def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, weights: np.ndarray,
           config: Config) -> np.ndarray:
-    """Fit the student to the targets of the images kept for --student epochs, Adam's rate falling
-    from 1e-3 to 0 along one cosine; returns its probabilities for every image (n, clusters)."""
+    """Fit the student to the targets of the images of weight above 0, each image's loss times its
+    weight (n,), for --student epochs, Adam's rate falling from 1e-3 to 0 along one cosine; returns
+    its probabilities for every image (n, clusters)."""
     import keras
 
+    keep = weights > 0
     steps = config.student * math.ceil(keep.sum() / config.batch_size)
     student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     with signals_deferred() as stop_if_signalled:
-        student.fit(images[keep], targets[keep], epochs=config.student, verbose=0,
+        student.fit(images[keep], targets[keep], sample_weight=weights[keep], epochs=config.student,
+                    verbose=0,
                     batch_size=config.batch_size, shuffle=True,
                     callbacks=[keras.callbacks.LambdaCallback(
                         on_train_batch_end=lambda batch, logs: stop_if_signalled())])
         stop_if_signalled()
     return student.predict(images, batch_size=1024, verbose=0)
+
+
+def spread_labels(targets: np.ndarray, clean: np.ndarray, neighbours: np.ndarray,
+                  steps: int = SPREAD_STEPS) -> tuple[np.ndarray, np.ndarray]:
+    """Labels for the images whose targets are not clean, from the clean ones (n,) over the
+    neighbour graph (indices (n, k), itself first): each image's share of each cluster is the mean
+    of its neighbours' shares, the clean images' held at their one target (label propagation, Zhu
+    and Ghahramani 2002), `steps` times. Returns each image's most shared cluster (n,) and its weight:
+    1 for a clean image, else that cluster's share of what reached it (0 where nothing did)."""
+    from scipy.sparse import csr_matrix
+
+    n, k = neighbours.shape
+    mean_of_neighbours = csr_matrix((np.full(n * (k - 1), 1 / (k - 1), "float32"),
+                                     (np.repeat(np.arange(n), k - 1), neighbours[:, 1:].ravel())),
+                                    shape=(n, n))
+    fixed = np.eye(targets.max() + 1, dtype="float32")[targets] * clean[:, None]
+    shares = fixed
+    for _ in range(steps):
+        shares = np.where(clean[:, None], fixed, mean_of_neighbours @ shares)
+    reached = shares.sum(axis=1)
+    weights = np.divide(shares.max(axis=1), reached, out=np.zeros(n, "float32"), where=reached > 0)
+    return shares.argmax(axis=1), np.where(clean, 1, weights).astype("float32")
 
 
 def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:

@@ -102,6 +102,21 @@ def test_clean_targets_are_those_their_neighbours_share():
     assert (shares >= 0.95).tolist() == [False, False, False, True, True, True]
 
 
+def test_spread_labels_carry_each_clean_target_along_its_own_chain_only():
+    # Two chains of five points, 0-1-2-3-4 and 5-6-7-8-9, no edge between them; only their ends 0 and
+    # 9 are clean. The unclean points carry the other chain's target, and the spread corrects them all.
+    neighbours = np.array([[0, 1, 1], [1, 0, 2], [2, 1, 3], [3, 2, 4], [4, 3, 3],
+                           [5, 6, 6], [6, 5, 7], [7, 6, 8], [8, 7, 9], [9, 8, 8]])  # itself first
+    targets = np.array([0, 1, 1, 1, 1, 0, 0, 0, 0, 1])
+    clean = np.isin(np.arange(10), [0, 9])
+    labels, weights = am.spread_labels(targets, clean, neighbours)
+    assert labels.tolist() == [0] * 5 + [1] * 5 and weights.tolist() == [1.0] * 10
+    # A point that two clusters reach equally weighs half; one that nothing reaches in time, nothing.
+    mixed = np.array([[0, 0, 0], [1, 0, 2], [2, 2, 2], [3, 3, 3]])
+    labels, weights = am.spread_labels(np.array([0, 0, 1, 1]), np.array([True, False, True, False]), mixed)
+    assert labels.tolist() == [0, 0, 1, 0] and weights.tolist() == [1.0, 0.5, 1.0, 0.0]
+
+
 def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path, monkeypatch):
     labels = np.array([0] * 6 + [1] * 4 + [1] * 5)
     clusters = np.array([0] * 6 + [0] * 4 + [1] * 5)  # cluster 0: six 0s and four 1s; cluster 1: all 1s
