@@ -683,10 +683,8 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
             reduce("umap10", compact, graph, config))
     clean = agreement(targets, graph[0]) >= config.agreement
     print(f"  {clean.mean():.1%} of the training images have clean targets", flush=True)
-    learned, weights = targets, clean.astype("float32")
-    if config.spread:
-        labels, weights = spread_labels(targets, clean, graph[0])
-        learned = np.where(clean, targets, labels)
+    learned, weights = (spread_labels(targets, clean, graph[0]) if config.spread
+                        else (targets, clean.astype("float32")))
     student = build_student(n_clusters)
     probabilities = learn(student, images, learned, weights, config)
     for _ in range(config.passes - 1):  # a fresh student on the last one's confident assignments
@@ -725,8 +723,7 @@ def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, weights
         keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     with signals_deferred() as stop_if_signalled:
         student.fit(images[keep], targets[keep], sample_weight=weights[keep], epochs=config.student,
-                    verbose=0,
-                    batch_size=config.batch_size, shuffle=True,
+                    verbose=0, batch_size=config.batch_size, shuffle=True,
                     callbacks=[keras.callbacks.LambdaCallback(
                         on_train_batch_end=lambda batch, logs: stop_if_signalled())])
         stop_if_signalled()
@@ -738,8 +735,9 @@ def spread_labels(targets: np.ndarray, clean: np.ndarray, neighbours: np.ndarray
     """Labels for the images whose targets are not clean, from the clean ones (n,) over the
     neighbour graph (indices (n, k), itself first): each image's share of each cluster is the mean
     of its neighbours' shares, the clean images' held at their one target (label propagation, Zhu
-    and Ghahramani 2002), `steps` times. Returns each image's most shared cluster (n,) and its
-    weight: 1 for a clean image, else that cluster's share of what reached it (0 if nothing did)."""
+    and Ghahramani 2002), `steps` times. Returns each image's most shared cluster (n,), a clean
+    image's own target, and its weight: 1 for a clean image, else that cluster's share of what
+    reached it (0 if nothing did)."""
     from scipy.sparse import csr_matrix
 
     n, k = neighbours.shape
