@@ -55,7 +55,12 @@ def main() -> None:
             print(f"error: {folder} lacks {', '.join(missing)}{why}; run `apt-get install "
                   "dataset-fashion-mnist`, or pass --idx a folder of the four files", file=sys.stderr)
             sys.exit(2)
-        arrays, source = {key: read_idx(folder / name) for key, name in FILES.items()}, str(folder)
+        try:
+            arrays, source = {key: read_idx(folder / name) for key, name in FILES.items()}, str(folder)
+        except (ValueError, OSError, EOFError) as error:  # not idx, not gzip, cut short
+            print(f"error: {folder} holds a damaged idx file ({error}); reinstall "
+                  "dataset-fashion-mnist, or pass --idx a folder of good files", file=sys.stderr)
+            sys.exit(2)
     partial = args.out.with_name(args.out.name + ".partial.npz")  # written whole, then renamed
     np.savez_compressed(partial, **arrays)
     partial.replace(args.out)

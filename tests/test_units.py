@@ -282,6 +282,14 @@ def test_fashion_mnist_is_written_from_idx_files_in_the_loaders_layout(tmp_path,
     lines = capsys.readouterr().err.splitlines()
     assert stop.value.code == 2 and len(lines) == 1 and "run `apt-get install dataset-fashion-mnist`" in lines[0]
     assert not (tmp_path / "x.npz").exists()
+    # A file cut short: one line too.
+    (tmp_path / fashion_mnist.FILES["x_test"]).write_bytes(gzip.compress(header[:6]))
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", "--idx", str(tmp_path), "--out", str(tmp_path / "x.npz")])
+    with pytest.raises(SystemExit) as stop:
+        fashion_mnist.main()
+    lines = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "holds a damaged idx file" in lines[0]
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_loader_holds_out_a_validation_split_from_training(tmp_path):
