@@ -28,11 +28,12 @@ IMAGES, EPOCHS = 20_480, 3
 def main() -> None:
     images = np.random.default_rng(0).random((IMAGES, 28, 28, 1), dtype=np.float32)
     labels = np.zeros(IMAGES, dtype=np.int64)
-    data = am.Dataset(images, labels, images[:am.MIN_IMAGES], labels[:am.MIN_IMAGES], "random images")
+    data = am.Dataset(images, labels, images[:am.MIN_IMAGES], labels[:am.MIN_IMAGES], np.arange(am.MIN_IMAGES),
+                      10, 1.0, "floats in [0, 1]", "random images", None, "class")
     keras.utils.set_random_seed(0)
     autoencoder, _ = am.build_autoencoder()
     with tempfile.TemporaryDirectory() as checkpoint:
-        history = am.train(autoencoder, data, am.Config(epochs=EPOCHS), Path(checkpoint))
+        history = am.train(autoencoder, data, EPOCHS, Path(checkpoint))
     speed = statistics.mean(history["images_per_second"][1:])
     print(f"{keras.backend.backend()} {keras.__version__}: {speed:,.0f} training images/s")
 

@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import autoencoder_mnist as am  # noqa: E402
@@ -150,12 +148,14 @@ def load_for_seed(config: am.Config) -> am.Dataset:
 
 
 def clustering_space(encoder, data: am.Dataset, config: am.Config) -> tuple:
-    """What the script's clustering embedding reduces, as the script prepares it: (its name, the
-    points, their neighbour graph). The points are the scored images' codes' principal components,
-    then under --embed-train the training images' ("umap10+train"; else "umap10")."""
-    points, pca = am.principal_components(am.encode(encoder, data.x_test), config)
-    if config.embed_train:
-        context = am.encode(encoder, data.x_train)
-        points = np.vstack([points, context if pca is None else pca.transform(context)])
+    """What the script's clustering embedding reduces, as the script prepares it (am.spaces): (its
+    name, the points, their neighbour graph); under --embed-train "umap10+train", else "umap10"."""
     name = "umap10+train" if config.embed_train else "umap10"
-    return name, points, am.nearest_neighbours(points, am.UMAP_NEIGHBOURS)
+    context = am.encode(encoder, data.x_train) if config.embed_train else None
+    return name, *am.spaces(am.encode(encoder, data.x_test), context, config.seed)[0][name]
+
+
+def write_summary(out: Path, text: str) -> None:
+    """OUT/summary.md, printed as well."""
+    (out / "summary.md").write_text(text)
+    print(text)

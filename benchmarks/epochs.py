@@ -45,12 +45,13 @@ def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
     seconds = done[-1]["training_seconds"] if done else 0.0
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):
         start = time.perf_counter()
-        history = am.train(autoencoder, data, replace(config, epochs=count), checkpoint)
+        history = am.train(autoencoder, data, count, checkpoint)
         seconds += time.perf_counter() - start
         start = time.perf_counter()
         name, points, graph = common.clustering_space(encoder, data, config)
         with threadpool_limits(1):  # one thread, as in the script's worker processes: the same scores
-            clusterings, _ = am.embed_and_cluster("latent", name, points, graph, data.y_test, config)
+            clusterings = am.embed_and_cluster("latent", name, points, graph, len(data.x_test), data.y_test,
+                                               data.n_clusters, config.seed)
         rows = {clustering.clusterer: clustering.scores for clustering in clusterings}
         line = {"seed": config.seed, "epochs": count, "reduction": name, "val_bce": history["val_loss"][-1],
                 "training_seconds": round(seconds, 1), "scoring_seconds": round(time.perf_counter() - start, 1),
@@ -102,8 +103,7 @@ def main() -> None:
              for line in (args.out / f"seed-{seed}.jsonl").read_text().splitlines()]
     summary = summarise([line for line in lines if line["epochs"] in counts], args.seeds,
                         " ".join(["python", "benchmarks/epochs.py", *sys.argv[1:]]), base.evaluate_on)
-    (args.out / "summary.md").write_text(summary)
-    print(summary)
+    common.write_summary(args.out, summary)
 
 
 if __name__ == "__main__":

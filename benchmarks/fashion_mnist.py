@@ -3,7 +3,7 @@ unlike digits, for checking that a recipe does not hold for MNIST alone (`--data
 
     python benchmarks/fashion_mnist.py [--out fashion_mnist.npz] [--idx FOLDER]
 
-Zalando's 60,000 training and 10,000 test images (28x28, uint8) and labels 0-9, as they come: from
+Zalando's 60,000 training and 10,000 test images (28x28, uint8), labels 0-9 and their names, as they come: from
 Keras' loader where it can download them, else from the idx files of a folder: by default Debian's
 (`apt-get install dataset-fashion-mnist`, which puts them in /usr/share/datasets/fashion-mnist).
 Writers of the recipes chose nothing on this set before it became a benchmark.
@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]  # Zalando's names of the labels 0-9, which the script's plots show
 FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
          "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}
 
@@ -62,7 +64,7 @@ def main() -> None:
                   "dataset-fashion-mnist, or pass --idx a folder of good files", file=sys.stderr)
             sys.exit(2)
     partial = args.out.with_name(args.out.name + ".partial.npz")  # written whole, then renamed
-    np.savez_compressed(partial, **arrays)
+    np.savez_compressed(partial, **arrays, class_names=np.array(CLASS_NAMES))
     partial.replace(args.out)
     print(f"{args.out}: {len(arrays['y_train']):,} training and {len(arrays['y_test']):,} test images "
           f"of Fashion-MNIST, from {source}")

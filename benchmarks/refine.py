@@ -27,7 +27,6 @@ gives each row's ACC and NMI as mean +- sample std over the seeds, with the wors
 one thread for the linear algebra and UMAP, as in the script's workers.
 """
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +69,7 @@ def refine_seed(config: am.Config, model: Path) -> dict:
     labels, n_clusters, n_scored = data.y_test, len(set(data.y_test)), len(data.y_test)
     rows, confident_points = {}, {}
     with threadpool_limits(1):
-        layouts = [am.reduce(name, points, graph, replace(config, seed=config.seed + 1000 * index))
+        layouts = [am.reduce(name, points, graph, config.seed + 1000 * index)
                    for index in range(LAYOUTS)]
         for row, points in (("gmm", layouts[0]), ("ensemble gmm", np.hstack(layouts))):
             probabilities = mixture(points, n_clusters, config.seed)
@@ -119,8 +118,7 @@ def main() -> None:
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
     results = common.on_saved_models(arguments, args, base, refine_seed)
     summary = summarise(results, " ".join(["python", "benchmarks/refine.py", *sys.argv[1:]]), base.evaluate_on)
-    (args.out / "summary.md").write_text(summary)
-    print(summary)
+    common.write_summary(args.out, summary)
 
 
 if __name__ == "__main__":

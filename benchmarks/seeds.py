@@ -2,9 +2,9 @@
 
     python benchmarks/seeds.py [--seeds 0 1 2] [--jobs 1] [--out seeds] -- [flags for the script]
 
-Seed N's run writes the folder OUT/seed-N and its terminal output to OUT/seed-N.log. Each runs with
---resume: a seed whose folder holds a finished run with the same flags is not run again, and one that
-was stopped continues from its last finished epoch. A finished run with the same data and training
+Seed N's run writes the folder OUT/seed-N and its terminal output to OUT/seed-N.log. A seed whose
+folder holds a finished run with the same flags is not run again, and one that was stopped continues
+from its last finished epoch (--resume). A finished run with the same data and training
 flags but other scoring flags (--embed-train, --pca-dims, --test-size) is re-scored with --reuse-model:
 its model is not trained again. Then OUT/summary.md lists, for every row of the clustering table,
 ACC, NMI and ARI as mean +- sample standard deviation (n - 1) over the seeds, the lowest ACC and NMI
@@ -27,16 +27,18 @@ from common import am
 def script_flags(config: am.Config, flags: list[str]) -> list[str] | None:
     """The script's flags for this seed, or None when config.out already holds the finished run.
 
-    A finished run there whose training flags match lends its model (--reuse-model); a run that itself
-    reused a model counts as a run of its other flags.
+    A run stopped there continues (--resume); a finished run there whose data and training flags
+    match lends its model (--reuse-model).
     """
-    ours = am.config_record(config)
+    ours = {**am.config_record(config), "resume": None}
     metrics = config.out / "metrics.json"
     theirs = json.loads(metrics.read_text())["config"] if metrics.is_file() else {}
-    if {**theirs, "reuse_model": None} == ours:
+    if {**theirs, "reuse_model": None, "resume": None} == ours:
         return None
-    seed_flags = [*flags, "--seed", str(config.seed), "--out", str(config.out), "--resume"]
-    if theirs and am.training_mismatch(theirs, config) is None:
+    if (config.out / ".checkpoint" / "config.json").is_file():
+        return [*flags, "--seed", str(config.seed), "--resume", str(config.out)]
+    seed_flags = [*flags, "--seed", str(config.seed), "--out", str(config.out)]
+    if theirs and all(str(theirs.get(name)) == str(ours[name]) for name in am.TRAINING_FLAGS):
         seed_flags += ["--reuse-model", str(config.out)]
     return seed_flags
 
@@ -44,7 +46,7 @@ def script_flags(config: am.Config, flags: list[str]) -> list[str] | None:
 def main() -> None:
     arguments = common.parser(__doc__.split("\n\n")[0], out="seeds")
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
-    configs = [replace(base, seed=seed, out=args.out / f"seed-{seed}", resume=True) for seed in args.seeds]
+    configs = [replace(base, seed=seed, out=args.out / f"seed-{seed}") for seed in args.seeds]
     args.out.mkdir(parents=True, exist_ok=True)
     commands, logs = {}, {}
     for config in configs:
@@ -68,8 +70,7 @@ def main() -> None:
     summary = common.summary("Scores", " ".join(["python", "benchmarks/seeds.py", *sys.argv[1:]]), base.evaluate_on,
                              args.seeds, ("features", "reduction", "clusterer"), rows,
                              [f"Reconstruction BCE on the scored images: {bce}"])
-    (args.out / "summary.md").write_text(summary)
-    print(summary)
+    common.write_summary(args.out, summary)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,15 @@
 Each case calls the script's main() in this process, as the command does, for it fails before the
 stack is imported; a few run the command itself, to show that the process says the same."""
 import json
-import os
 import subprocess
-import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import REPO, main_here, run_script
+from conftest import main_here, run_script
 
 
 @pytest.fixture
@@ -70,14 +69,29 @@ def corrupted_npz(path):
     return path
 
 
+def header_promising_more(path):
+    """An .npz whose x_test header claims a million images, stored uncompressed, the data short."""
+    npz_with()(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    content = members["x_test.npy"]
+    members["x_test.npy"] = content.replace(b"(200, 28, 28)", b"(1000000, 28, 28)", 1)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
 BAD_DATA = {  # name: (how to make the file, words the message must hold)
     "missing file": (lambda path: path.parent / "nowhere.npz", "does not exist"),
     "a folder": (lambda path: path.parent, "is a folder"),
     "not an npz": (write_text, "is not an .npz"),
     "truncated npz": (truncated_npz, "is not an .npz"),
     "corrupted npz": (corrupted_npz, "is a damaged .npz"),
-    "missing keys": (npz_with(y_test=None), "lacks y_test"),
+    "missing images": (npz_with(x_test=None), "lacks x_test"),
     "object arrays": (npz_with(y_train=np.array([object()] * 300, dtype=object)), "object arrays"),
+    "a header promising more than the file": (header_promising_more,
+                                              "x_test would take 784,000,000 bytes, more than the file holds"),
     "wrong image shape": (npz_with(x_train=np.zeros((300, 28, 27), np.uint8)), "x_train has shape (300, 28, 27)"),
     "wrong image rank": (npz_with(x_test=np.zeros((200, 784), np.uint8)), "x_test has shape (200, 784)"),
     "wrong image dtype": (npz_with(x_train=np.full((300, 28, 28), "a")), "x_train has dtype <U1"),
@@ -85,14 +99,31 @@ BAD_DATA = {  # name: (how to make the file, words the message must hold)
     "negative values": (npz_with(x_test=np.full((200, 28, 28), -1.0)), "values -1.0..-1.0"),
     "NaN": (npz_with(x_test=nan_images()), "NaN or infinity"),
     "infinity": (npz_with(x_train=np.full((300, 28, 28), np.inf)), "NaN or infinity"),
-    "counts differ": (npz_with(y_train=np.zeros(299, np.uint8)), "299 labels for 300 images"),
-    "float labels": (npz_with(y_test=np.zeros(200, np.float32)), "labels must be a 1-D integer array"),
-    "2-D labels": (npz_with(y_test=np.zeros((200, 1), np.uint8)), "labels must be a 1-D integer array"),
-    "negative labels": (npz_with(y_test=np.full(200, -1, np.int64)), "labels -1..-1"),
-    "huge labels": (npz_with(y_train=np.full(300, 70000, np.int64)), "labels 70000..70000"),
+    "all-black images": (npz_with(x_train=np.zeros((300, 28, 28), np.uint8)), "x_train holds one value (0)"),
+    "few different images": (npz_with(x_test=np.repeat(good_arrays()["x_test"][:50], 4, axis=0)),
+                             "the 200 scored images hold only 50 different ones"),
+    "0/1 integers": (npz_with(x_test=(good_arrays()["x_test"] > 127).astype(np.uint8)),
+                     "x_test holds integers 0..1: intensities 0..255 or 0/1 images?"),
+    "scalings that differ": (npz_with(x_test=good_arrays()["x_test"] / np.float32(255)),
+                             "x_train holds uint8 in 0..255 and x_test floats in [0, 1]; store both alike"),
+    "counts differ": (npz_with(y_train=np.zeros(299, np.uint8)), "one per image of x_train (300)"),
+    "float labels": (npz_with(y_test=np.zeros(200, np.float32)), "labels must be class numbers 0..255"),
+    "2-D labels": (npz_with(y_test=np.zeros((200, 1), np.uint8)), "shape (200, 1)"),
+    "negative labels": (npz_with(y_test=np.full(200, -1, np.int64)), "values -1..-1"),
+    "huge labels": (npz_with(y_train=np.full(300, 70000, np.int64)), "values 70000..70000"),
+    "too few class names": (npz_with(class_names=np.array(["a", "b"])), "a name for each class 0..2"),
+    "numbers as class names": (npz_with(class_names=np.arange(3)), "class_names has dtype int64"),
     "one class": (npz_with(y_test=np.zeros(200, np.uint8)), "single class"),
-    "more classes than images": (npz_with(y_test=np.arange(200, dtype=np.uint8)), "200 test images for 200 classes"),
+    "more classes than images": (npz_with(y_test=np.arange(200, dtype=np.uint8)), "200 test images for 200 clusters"),
 }
+
+
+def test_a_header_promising_more_than_the_memory_is_refused_before_numpy_allocates(tmp_path, refuse, monkeypatch):
+    path = npz_with()(tmp_path / "digits.npz")  # 392.5 kB in all
+    monkeypatch.setattr(am.os, "sysconf", lambda name: 1000 if name == "SC_PHYS_PAGES" else 100)
+    out = tmp_path / "results"
+    assert_refused(refuse("--data", path, "--out", out), "its arrays would take 392,500 bytes, more than this "
+                   "machine's memory (100,000)", out)
 
 
 def assert_refused(finished, words, out):
@@ -125,7 +156,6 @@ BAD_FLAGS = {
     "zero epochs": (["--epochs", "0"], "0 must be 1 or more"),
     "negative epochs": (["--epochs", "-3"], "-3 must be 1 or more"),
     "non-numeric epochs": (["--epochs", "ten"], "'ten' is not a whole number"),
-    "zero batch size": (["--batch-size", "0"], "must be 1 or more"),
     "fractional train size": (["--train-size", "0.5"], "'0.5' is not a whole number"),
     "zero test size": (["--test-size", "0"], "must be 1 or more"),
     "negative seed": (["--seed", "-1"], "must be 0 or more"),
@@ -135,7 +165,6 @@ BAD_FLAGS = {
     "test size too small to cluster": (["--test-size", "50"], "use --test-size 100 or more"),
     "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
     "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
-    "t-SNE angle above 1": (["--tsne-angle", "1.5"], "--tsne-angle 1.5 is above 1"),
     "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
     "context images that are already scored": (["--evaluate-on", "train+test", "--embed-train"],
                                                 "--evaluate-on train+test already scores them; drop --embed-train"),
@@ -145,7 +174,7 @@ BAD_FLAGS = {
     "too few training images for the student": (["--student", "1", "--train-size", "50"],
                                                  "use --train-size 100 or more"),
     "a pixel twin of nothing": (["--pixel-twin"], "--pixel-twin repeats --embed-train and --student"),
-    "agreement above 1": (["--agreement", "1.5"], "--agreement 1.5 is above 1"),
+    "one cluster": (["--clusters", "1"], "1 must be 2 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }
 
@@ -179,14 +208,17 @@ def test_out_that_cannot_be_written_is_refused(out, tmp_path, refuse):
     assert finished.stderr.startswith("error: --out") and len(finished.stderr.strip().splitlines()) == 1
 
 
-def test_resume_with_other_flags_is_refused(tmp_path, refuse):
+def test_resume_with_other_training_flags_or_no_stopped_run_is_refused(tmp_path, refuse):
     out = tmp_path / "results"
     (out / ".checkpoint").mkdir(parents=True)
-    (out / ".checkpoint" / "config.json").write_text('{"epochs": "3"}')
-    finished = refuse("--out", out, "--resume")
-    assert_refused(finished, "the checkpoint in", out / "nothing")
-    assert "was made with --epochs 3, this run has 20; rerun with the same flags" in finished.stderr
+    (out / ".checkpoint" / "config.json").write_text('{"epochs": 3}')
+    finished = refuse("--resume", out, "--epochs", "20")
+    assert_refused(finished, f"--resume {out} continues a run made with --epochs 3; drop --epochs 20, or start "
+                   "afresh with --out", out / "nothing")
     assert sorted(path.name for path in out.iterdir()) == [".checkpoint"]
+    (tmp_path / "finished").mkdir()
+    assert_refused(refuse("--resume", tmp_path / "finished"), "holds no stopped run (no .checkpoint/config.json); "
+                   "start afresh with --out", tmp_path / "finished")
 
 
 def test_reuse_model_from_a_folder_without_a_finished_run_is_refused(tmp_path, refuse):
@@ -221,8 +253,7 @@ def test_reuse_model_trained_with_other_flags_is_refused(tmp_path, refuse):
     saved = tmp_path / "earlier"
     saved.mkdir()
     (saved / "autoencoder.keras").write_bytes(b"")
-    config = {"data": None, "train_size": None, "evaluate_on": "test", "bottleneck": 0, "epochs": 3,
-              "batch_size": 256, "seed": 0}
+    config = {"data": None, "train_size": None, "evaluate_on": "test", "bottleneck": 0, "epochs": 3, "seed": 0}
     history = {"loss": [0.2], "val_loss": [0.2], "images_per_second": [900.0]}
     (saved / "metrics.json").write_text(json.dumps({"config": config, "history": history, "timings": {}}))
     out = tmp_path / "results"

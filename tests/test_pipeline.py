@@ -24,7 +24,7 @@ import refine  # noqa: E402
 import seeds  # noqa: E402
 import student  # noqa: E402
 
-OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "codes.npz", "reconstructions.png",
+OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "encoder.keras", "codes.npz", "reconstructions.png",
            "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"]
 
 
@@ -72,13 +72,13 @@ def ctrl_c_run(at, *flags):
 def test_small_run_writes_every_output(small_run):
     assert sorted(path.name for path in small_run.iterdir()) == sorted(OUTPUTS + [am.LOCK])
     metrics = json.loads((small_run / "metrics.json").read_text())
-    # The workers import the stack and hold a space's points: hundreds of MB, not nothing.
-    assert metrics["peak_rss_mb"] > 100 and metrics["worker_peak_rss_mb"] > 100
-    assert {"train", "total"} <= set(metrics["timings"]) and set(metrics["reduce_shared_seconds"]) == {
-        "pixels", "latent"}
-    assert set(metrics["versions"]) == {"python", "numpy", "tensorflow", "keras", "scikit-learn", "umap-learn"}
-    assert metrics["data"] == {"source": "data/mnist.npz (bundled, sha256 checked)", "n_train": 2000,
-                               "n_test": 500, "n_classes": 10, "silhouette_points": 500}
+    assert metrics["peak_rss_mb"] > 100, "the main process imports the stack: hundreds of MB"
+    assert {"train", "total"} <= set(metrics["timings"]) and metrics["latent_pca_variance_kept"] < 1
+    assert set(metrics["versions"]) == {"python", "backend", "numpy", "tensorflow", "keras", "scikit-learn",
+                                        "umap-learn"} and metrics["versions"]["backend"] == "tensorflow"
+    assert metrics["data"] == {"source": "data/mnist.npz (bundled, sha256 checked)", "scaling": "uint8 in 0..255, "
+                               "divided by 255", "n_train": 2000, "n_test": 500, "labelled": True, "n_classes": 10,
+                               "clusters": 10, "class_names": None, "silhouette_points": 500}
     history = metrics["history"]
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["images_per_second"]) == 2
     assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
@@ -96,22 +96,22 @@ def test_small_run_writes_every_output(small_run):
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in metrics["clustering"]] == expected_rows
     for row in metrics["clustering"]:
         # Even two epochs on 2,000 images cluster far better than chance (ACC 0.1).
-        assert row["acc"] > 0.3
+        assert row["acc"] > 0.3, row
     report = (small_run / "report.md").read_text()
     for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"):
         assert f"]({image})" in report
+    assert "uint8 in 0..255, divided by 255" in report and "10 classes" in report
 
 
 def test_report_says_what_each_student_learned(small_run):
     metrics = json.loads((small_run / "metrics.json").read_text())
-    assert "student" not in am.report_markdown(metrics, metrics["clustering"][0]).split("## Reconstruction")[0]
-    ran = {**metrics, "config": {**metrics["config"], "student": 6}, "student": {
-        "latent": {"clean": 0.857, "kept": 0.998, "changed": 0.0213},
-        "pixels": {"clean": 0.802, "kept": 0.95, "changed": 0.04}}}
-    report = am.report_markdown(ran, metrics["clustering"][0])
-    assert ("A student of 6 epochs learned the clusters of the training codes on the 85.7% of the images whose "
-            "targets are clean, of which it gave back 99.8%; 2.13% of the images changed cluster.") in report
-    assert "the clusters of the training pixels on the 80.2% of the images" in report
+    assert "student" not in am.report_markdown(metrics)
+    ran = {**metrics, "student": {"latent": {"clean": 0.857, "kept": 0.998, "changed": 0.0213},
+                                  "pixels": {"clean": 0.802, "kept": 0.95, "changed": 0.04}}}
+    report = am.report_markdown(ran)
+    assert ("A student learned the training codes' clean clusters (85.7% of the images) and gave back 99.8% of "
+            "them.") in report
+    assert "the training pixels' clean clusters (80.2% of the images)" in report
 
 
 def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
@@ -121,8 +121,10 @@ def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
     with np.load(small_run / "codes.npz") as saved:
         arrays = dict(saved)
     assert arrays["codes"].shape == (500, 1568) and arrays["labels"].shape == (500,)
-    # The scored images' labels, in the order the loader gives them.
-    assert arrays["labels"].tolist() == am.load_data(am.parse_config(SMALL)).y_test.tolist()
+    # The scored images' positions in the data file, and their labels, in the order the loader gives them.
+    data = am.load_data(am.parse_config(SMALL))
+    with np.load(REPO / "data" / "mnist.npz") as mnist:
+        assert arrays["labels"].tolist() == mnist["y_test"][arrays["indices"]].tolist() == data.y_test.tolist()
     assert arrays["latent_tsne"].shape == (500, 2) and arrays["pixels_umap10"].shape == (500, 10)
     # Each row's scores follow from its saved clusters and the saved labels.
     for row in metrics["clustering"]:
@@ -131,11 +133,16 @@ def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
         assert adjusted_rand_score(arrays["labels"], clusters) == pytest.approx(row["ari"], abs=1e-12)
 
 
-def test_saved_autoencoder_loads_and_reconstructs(small_run):
+def test_saved_encoder_takes_images_as_the_file_stores_them_and_gives_the_runs_codes(small_run):
+    # The README's two lines: images as the .npz holds them (uint8, (n, 28, 28)) in, flat codes out.
     import keras
 
+    encoder = keras.saving.load_model(small_run / "encoder.keras")
+    with np.load(small_run / "codes.npz") as saved, np.load(REPO / "data" / "mnist.npz") as mnist:
+        images, codes = mnist["x_test"][saved["indices"]], saved["codes"]
+    assert images.dtype == np.uint8 and images.shape == (500, 28, 28)
+    assert np.allclose(encoder.predict(images, verbose=0), codes, atol=1e-5)
     autoencoder = keras.saving.load_model(small_run / "autoencoder.keras")
-    assert autoencoder.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 28, 28, 1)
     assert tuple(autoencoder.get_layer("encoder").output.shape) == (None, 7, 7, 32)
 
 
@@ -157,6 +164,22 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [am.LOCK])
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
 
+    # SIGTERM while the student trains: one line, status 143, the earlier results whole.
+    progress = am.progress
+
+    def killed_in_the_students_first_epoch(what, epochs, images):
+        callback = progress(what, epochs, images)
+        if what == "student ":
+            callback.on_epoch_end = lambda epoch, logs: os.kill(os.getpid(), signal.SIGTERM)
+        return callback
+
+    with monkeypatch.context() as patched:
+        patched.setattr(am, "progress", killed_in_the_students_first_epoch)
+        status = main_here(*flags)
+    lines = stderr_lines(capsys.readouterr().err)
+    assert status == 143 and lines == [f"stopped by SIGTERM; earlier results in {out}/ are untouched"], lines
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
+
     # The stage is given the training images and their codes or pixels, nothing else: no label, no
     # scored image. Two epochs teach a student too little to be trusted (checked below): here every
     # student is trusted, so that its row, student.keras and report follow.
@@ -166,7 +189,7 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert main_here(*flags) == 0
     captured = capsys.readouterr()
     assert not stderr_lines(captured.err), captured.err
-    assert "epoch 1/2" not in captured.out and "load model done" in captured.out
+    assert "  epoch 1/2" not in captured.out and "student epoch 2/2  loss" in captured.out
     assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
@@ -185,8 +208,15 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert all(row["acc"] > 0.3 for row in rows[5:7] + rows[13:15])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
-    assert f"no training: the model was reused from {small_run}/" in (out / "report.md").read_text()
+    assert f"reused from {small_run}/" in (out / "report.md").read_text()
     assert (out / "student.keras").is_file() and set(metrics["student"]) == {"latent", "pixels"}
+    # The saved student, like the encoder, takes images as the file stores them.
+    import keras
+
+    with np.load(out / "codes.npz") as saved, np.load(REPO / "data" / "mnist.npz") as mnist:
+        clusters = keras.saving.load_model(out / "student.keras").predict(
+            mnist["x_test"][saved["indices"]], verbose=0).argmax(axis=1)
+        assert np.array_equal(clusters, saved["clusters_latent_student_softmax"])
     assert all(0 < metrics["student"][kind]["clean"] <= 1 for kind in ("latent", "pixels"))
 
     # Under the real rule, two epochs of a few batches leave a student out, with a note: it gives
@@ -223,10 +253,10 @@ def test_a_damaged_model_or_checkpoint_is_refused_in_one_line_and_nothing_is_wri
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": -1}')
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    assert main_here(*SMALL, "--out", out, "--resume") == 2
+    assert main_here("--resume", out) == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint in {out / '.checkpoint'} is damaged")
-    assert lines[0].endswith("rerun without --resume to start afresh")
+    assert lines[0].endswith("start afresh with --out")
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
@@ -251,7 +281,7 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
     assert status == 143
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by SIGTERM" in lines[0] and "1 of 2 epochs are saved: rerun with --resume" in lines[0]
+    assert "stopped by SIGTERM" in lines[0] and f"1 of 2 epochs are saved: `python autoencoder_mnist.py --resume {out}` continues" in lines[0], lines
     # The earlier run's results are whole, and nothing half-written lies beside them.
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint", am.LOCK])
@@ -264,19 +294,19 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
         damaged = copy / ".checkpoint" / name
         damaged.write_bytes(damaged.read_bytes()[:damaged.stat().st_size // 3])
         before = {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()}
-        assert main_here(*SMALL, "--out", copy, "--resume") == 2, name
+        assert main_here("--resume", copy) == 2, name
         lines = stderr_lines(capsys.readouterr().err)
         assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint in {copy / '.checkpoint'} is damaged")
-        assert lines[0].endswith("rerun without --resume to start afresh"), lines
+        assert lines[0].endswith("start afresh with --out"), lines
         assert {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()} == before
 
     # Resumed, it trains epoch 2 and is stopped by Ctrl-C while the workers reduce. Stopping the
     # worker pool once waited for ever on tasks still in its pipe (communicate's timeout fails this
     # test if the run hangs). The workers get Ctrl-C too, and stay silent.
-    status, lines = ctrl_c_run("t-SNE to 2-D", *SMALL, "--out", out, "--resume")
+    status, lines = ctrl_c_run("t-SNE to 2-D", "--resume", out)
     assert status == 130
     assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0]
+    assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0], lines
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint", am.LOCK])
 
@@ -292,7 +322,7 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
         return reduce_and_cluster(*args)
 
     monkeypatch.setattr(am, "reduce_and_cluster", second_runs)
-    assert main_here(*SMALL, "--out", out, "--resume", "--embed-train") == 0
+    assert main_here("--resume", out, "--embed-train") == 0
     assert "epoch 2/2" not in capsys.readouterr().out
     busy = f"is being written by another run (process {os.getpid()}); wait for it to finish, or"
     assert second == [2, 2, [f"error: --out {out} {busy} choose another --out",
@@ -309,7 +339,7 @@ def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path, mon
     for seed, shift in ((0, 0.0), (1, 0.1)):
         folder = tmp_path / f"seed-{seed}"
         folder.mkdir()
-        metrics["config"].update(seed=seed, out=str(folder), resume=True)
+        metrics["config"].update(seed=seed, out=str(folder))
         run = json.loads(json.dumps(metrics))
         for row in run["clustering"]:
             row["acc"] += shift
@@ -345,3 +375,72 @@ def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script
                                         abs=1e-9)
     assert set(rows) == {"gmm", "self-trained", "ensemble gmm", "ensemble self-trained"}
     assert all(0 < scores["acc"] <= 1 for scores in rows.values())
+
+
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_unlabelled_images_give_the_labelled_runs_clusters_scored_without_labels(tmp_path, capsys):
+    # SMALL's images, stored as floats in [0, 1] with labels and class names, and without labels;
+    # N2D's dense denoising autoencoder. The same images and seed: the same clusters in every row.
+    data = am.load_data(am.parse_config(SMALL))
+    images = {"x_train": data.x_train[..., 0], "x_test": data.x_test[..., 0]}
+    np.savez(tmp_path / "named.npz", **images, y_train=data.y_train.astype(np.uint8),
+             y_test=data.y_test.astype(np.uint8), class_names=np.array(DIGIT_NAMES))
+    np.savez(tmp_path / "unlabelled.npz", **images)
+    flags = ["--epochs", "1", "--architecture", "dense", "--bottleneck", "10", "--noise", "0.2"]
+    assert main_here(*flags, "--data", tmp_path / "named.npz", "--out", tmp_path / "named") == 0
+    assert main_here(*flags, "--data", tmp_path / "unlabelled.npz", "--out", tmp_path / "none") == 2
+    assert stderr_lines(capsys.readouterr().err) == [
+        "error: the data has no labels (y_test): give --clusters K, the number of clusters to find"]
+    assert main_here(*flags, "--data", tmp_path / "unlabelled.npz", "--clusters", "10", "--out",
+                     tmp_path / "none") == 0
+    assert not stderr_lines(capsys.readouterr().err)
+    named, unlabelled = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("named", "none"))
+    assert named["data"]["scaling"] == unlabelled["data"]["scaling"] == "floats in [0, 1], taken as they are"
+    assert named["data"]["class_names"] == DIGIT_NAMES and not unlabelled["data"]["labelled"]
+    with np.load(tmp_path / "named" / "codes.npz") as first, np.load(tmp_path / "none" / "codes.npz") as second:
+        assert "labels" not in second and sorted(set(first) - set(second)) == ["labels"]
+        for name in second:
+            assert np.array_equal(first[name], second[name]), name
+    for row, twin in zip(named["clustering"], unlabelled["clustering"]):
+        assert set(twin) == {"features", "reduction", "clusterer", "silhouette", "seconds"}, twin
+        assert twin["silhouette"] == row["silhouette"] and row["acc"] > 0.15  # chance: 0.1
+    assert not (tmp_path / "none" / "confusion.png").exists() and (tmp_path / "none" / "clusters.png").is_file()
+    assert "no labels given, so no ARI, NMI or ACC" in (tmp_path / "none" / "report.md").read_text()
+    # The saved encoder takes the floats as the file stores them.
+    import keras
+
+    with np.load(tmp_path / "none" / "codes.npz") as saved:
+        codes = keras.saving.load_model(tmp_path / "none" / "encoder.keras").predict(
+            images["x_test"][saved["indices"]], verbose=0)
+        assert codes.shape == (500, 10) and np.allclose(codes, saved["codes"], atol=1e-5)
+
+
+def test_a_run_killed_by_sigkill_leaves_a_staging_folder_that_the_next_run_removes(tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=script_env())
+    for line in process.stdout:
+        if "importing Keras" in line:  # its staging folder and lock are made
+            process.kill()
+            break
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL and len(list(out.glob(".partial-*"))) == 1
+    # The next run into the folder takes the lock the dead run held, and clears what it left.
+    monkeypatch.setattr(am, "import_stack", lambda: os.kill(os.getpid(), signal.SIGINT))
+    assert main_here(*SMALL, "--out", out) == 130
+    assert not list(out.glob(".partial-*")) and (out / am.LOCK).is_file()
+
+
+def test_the_command_runs_on_jax_with_a_silent_stderr(tmp_path):
+    # Keras 3 runs the same model on another backend; TensorFlow is then never imported.
+    out = tmp_path / "jax"
+    finished = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "1", "--train-size", "500", "--test-size",
+                               "200", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                              env={**script_env(), "KERAS_BACKEND": "jax"})
+    assert finished.returncode == 0 and not stderr_lines(finished.stderr), finished.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["versions"]["backend"] == "jax" and "jax" in metrics["versions"]
+    assert "tensorflow" not in metrics["versions"] and len(metrics["clustering"]) == 11
+    assert all(row["acc"] > 0.2 for row in metrics["clustering"]), metrics["clustering"]
