@@ -604,9 +604,7 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     nearest neighbours in the features share (AGREEMENT). Returns the student, or None where it is
     not trusted, and what metrics.json records: the share of clean targets, the share of them the
     student gave back, and the share of images whose cluster differs from its target."""
-    import keras
-
-    keras.utils.set_random_seed(config.seed)  # the same student from a reused model
+    set_seed(config.seed)  # the same student from a reused model
     compact, _ = principal_components(features, config.seed)
     graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
     with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
@@ -915,9 +913,7 @@ def run(config: Config) -> None:
     with run_folder(config) as (staging, checkpoint):
         with stages("imports", "importing Keras and umap-learn"):
             import_stack()
-        import keras
-
-        keras.utils.set_random_seed(config.seed)
+        set_seed(config.seed)
         if reused is None:
             autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture,
                                                      config.noise)
@@ -1062,10 +1058,22 @@ def import_stack() -> None:
 
             tf.config.list_physical_devices()  # prints a CUDA line on machines without its driver
             tf.get_logger().setLevel("ERROR")  # its Python warnings advise its programmers
-        else:
-            sys.modules.setdefault("tensorflow", None)
+        barred = "tensorflow" not in sys.modules and sys.modules.setdefault("tensorflow", None)
         import umap  # noqa: F401
+        if barred is None:  # Keras asks whether TensorFlow was imported: it was not
+            del sys.modules["tensorflow"]
     cache_umap_compilation()
+
+
+def set_seed(seed: int) -> None:
+    """Why: keras.utils.set_random_seed imports TensorFlow to seed it wherever it is installed,
+    even when it is not the backend. Seeds Python, NumPy and the backend, barring it there."""
+    import keras
+
+    barred = "tensorflow" not in sys.modules and sys.modules.setdefault("tensorflow", None)
+    keras.utils.set_random_seed(seed)
+    if barred is None:
+        del sys.modules["tensorflow"]
 
 
 def cache_umap_compilation() -> None:
