@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "autoencoder_mnist.py"
 # A small, real, stratified sample of the bundled MNIST: enough to train and cluster in seconds.
-SMALL = ["--epochs", "2", "--train-size", "2000", "--test-size", "500"]
+SMALL = ["--epochs", "2", "--train-size", "1000", "--test-size", "300"]
 
 
 def script_env(extra: dict | None = None) -> dict:

@@ -77,8 +77,8 @@ def test_small_run_writes_every_output(small_run):
     assert set(metrics["versions"]) == {"python", "backend", "numpy", "tensorflow", "keras", "scikit-learn",
                                         "umap-learn"} and metrics["versions"]["backend"] == "tensorflow"
     assert metrics["data"] == {"source": "data/mnist.npz (bundled, sha256 checked)", "scaling": "uint8 in 0..255, "
-                               "divided by 255", "n_train": 2000, "n_test": 500, "labelled": True, "n_classes": 10,
-                               "clusters": 10, "class_names": None, "silhouette_points": 500}
+                               "divided by 255", "n_train": 1000, "n_test": 300, "labelled": True, "n_classes": 10,
+                               "clusters": 10, "class_names": None, "silhouette_points": 300}
     history = metrics["history"]
     assert len(history["loss"]) == len(history["val_loss"]) == len(history["images_per_second"]) == 2
     assert history["loss"][-1] < history["loss"][0] and history["val_loss"][-1] < history["val_loss"][0]
@@ -95,8 +95,8 @@ def test_small_run_writes_every_output(small_run):
     ]
     assert [(row["features"], row["reduction"], row["clusterer"]) for row in metrics["clustering"]] == expected_rows
     for row in metrics["clustering"]:
-        # Even two epochs on 2,000 images cluster far better than chance (ACC 0.1).
-        assert row["acc"] > 0.3, row
+        # Even two epochs on 1,000 images cluster far better than chance (ACC 0.1).
+        assert row["acc"] > 0.25, row
     report = (small_run / "report.md").read_text()
     for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"):
         assert f"]({image})" in report
@@ -120,12 +120,12 @@ def test_codes_npz_holds_the_scored_images_and_every_rows_clusters(small_run):
     metrics = json.loads((small_run / "metrics.json").read_text())
     with np.load(small_run / "codes.npz") as saved:
         arrays = dict(saved)
-    assert arrays["codes"].shape == (500, 1568) and arrays["labels"].shape == (500,)
+    assert arrays["codes"].shape == (300, 1568) and arrays["labels"].shape == (300,)
     # The scored images' positions in the data file, and their labels, in the order the loader gives them.
     data = am.load_data(am.parse_config(SMALL))
     with np.load(REPO / "data" / "mnist.npz") as mnist:
         assert arrays["labels"].tolist() == mnist["y_test"][arrays["indices"]].tolist() == data.y_test.tolist()
-    assert arrays["latent_tsne"].shape == (500, 2) and arrays["pixels_umap10"].shape == (500, 10)
+    assert arrays["latent_tsne"].shape == (300, 2) and arrays["pixels_umap10"].shape == (300, 10)
     # Each row's scores follow from its saved clusters and the saved labels.
     for row in metrics["clustering"]:
         clusters = arrays[f"clusters_{row['features']}_{row['reduction']}_{row['clusterer']}"]
@@ -140,7 +140,7 @@ def test_saved_encoder_takes_images_as_the_file_stores_them_and_gives_the_runs_c
     encoder = keras.saving.load_model(small_run / "encoder.keras")
     with np.load(small_run / "codes.npz") as saved, np.load(REPO / "data" / "mnist.npz") as mnist:
         images, codes = mnist["x_test"][saved["indices"]], saved["codes"]
-    assert images.dtype == np.uint8 and images.shape == (500, 28, 28)
+    assert images.dtype == np.uint8 and images.shape == (300, 28, 28)
     assert np.allclose(encoder.predict(images, verbose=0), codes, atol=1e-5)
     autoencoder = keras.saving.load_model(small_run / "autoencoder.keras")
     assert tuple(autoencoder.get_layer("encoder").output.shape) == (None, 7, 7, 32)
@@ -194,7 +194,7 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
-    assert codes.shape == (2000, 1568) and np.array_equal(pixels, data.x_train.reshape(2000, 784))
+    assert codes.shape == (1000, 1568) and np.array_equal(pixels, data.x_train.reshape(1000, 784))
     assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 2
     assert all(a is b for a, b in zip(same, (images, n_clusters, config)))
     scored = {image.tobytes() for image in data.x_test}
@@ -206,7 +206,7 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert [(row["features"], row["reduction"]) for row in rows][5:7] == [("pixels", "umap10+train")] * 2
     assert [(row["features"], row["reduction"]) for row in rows][13:] == [
         ("latent", "umap10+train"), ("latent", "umap10+train"), ("latent", "student"), ("pixels", "student")]
-    assert all(row["acc"] > 0.3 for row in rows[5:7] + rows[13:15])
+    assert all(row["acc"] > 0.25 for row in rows[5:7] + rows[13:15])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["reused_model"] == str(small_run) and "train" not in metrics["timings"]
     assert f"reused from {small_run}/" in (out / "report.md").read_text()
@@ -220,15 +220,18 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
         assert np.array_equal(clusters, saved["clusters_latent_student_softmax"])
     assert all(0 < metrics["student"][kind]["clean"] <= 1 for kind in ("latent", "pixels"))
 
-    # Under the real rule, two epochs of a few batches leave a student out, with a note: it gives
-    # back under 99.5% of its clean targets. The stage's benchmark runs it on the saved model with the
-    # training images alone (no scored image, no label): the same student as the script's, so the
-    # same shares of clean targets, kept and changed images.
-    monkeypatch.undo()
+    # The stage's benchmark runs the script's stage on the saved model with the training images alone
+    # (no scored image, no label): the same codes, the same config, so the same student.
+    handed = []
+    monkeypatch.setattr(am, "train_for_clustering", lambda *args: handed.append(args) or (None, {"clean": 0.5}))
     result = student.student_seed(am.parse_config([str(flag) for flag in flags[:-3]]), small_run / "autoencoder.keras")
-    assert {"latent"} == set(result) - {"seed"}
-    assert {name: result["latent"][name] for name in ("clean", "kept", "changed")} == metrics["student"]["latent"]
-    assert result["latent"]["kept"] < am.TRUSTED and math.isnan(result["latent"]["acc"])
+    assert set(result) == {"seed", "latent"} and math.isnan(result["latent"]["acc"])
+    assert np.array_equal(handed[0][0], codes) and np.array_equal(handed[0][1], images)
+    assert handed[0][2:] == (10, am.parse_config([str(flag) for flag in flags[:-3]]))
+    # Under the real rule, two epochs of a few batches leave a student out, with a note: it gives
+    # back under 99.5% of its clean targets.
+    monkeypatch.undo()
+    assert am.train_for_clustering(codes, images, 10, config)[0] is None
     assert "of its clean targets (under 99.5%); its row is left out" in capsys.readouterr().out
 
 
@@ -396,7 +399,7 @@ def test_the_same_images_unlabelled_as_floats_give_the_labelled_runs_clusters_sc
     assert unlabelled["history"] == {**labelled["history"], "images_per_second": unlabelled["history"][
         "images_per_second"]}, "the same images and seed train the same model"
     with np.load(small_run / "codes.npz") as first, np.load(tmp_path / "none" / "codes.npz") as second:
-        assert sorted(set(first) - set(second)) == ["labels"] and second["indices"].tolist() == list(range(500))
+        assert sorted(set(first) - set(second)) == ["labels"] and second["indices"].tolist() == list(range(300))
         for name in set(second) - {"indices"}:  # positions in its own file, which holds the sample alone
             assert np.array_equal(first[name], second[name]), name
     for row, twin in zip(labelled["clustering"], unlabelled["clustering"]):
@@ -434,7 +437,7 @@ def test_the_headline_recipe_runs_on_jax_with_a_silent_stderr(tmp_path):
     # TensorFlow is then never imported.
     out = tmp_path / "jax"
     finished = subprocess.run([sys.executable, str(SCRIPT), "--recipe", "headline", "--epochs", "2",
-                               "--train-size", "1000", "--test-size", "200", "--out", str(out)],
+                               "--train-size", "500", "--test-size", "100", "--out", str(out)],
                               capture_output=True, text=True, timeout=300, env={**script_env(), "KERAS_BACKEND": "jax"})
     assert finished.returncode == 0 and not stderr_lines(finished.stderr), finished.stderr
     metrics = json.loads((out / "metrics.json").read_text())
