@@ -2,6 +2,7 @@
 import contextlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,28 @@ def small_run(tmp_path_factory) -> Path:
     assert status == 0, written
     assert not stderr_lines(written), "a good run wrote to stderr:\n" + written
     return out
+
+
+# Runs of the command in a process of their own that no test's state feeds: started as the session
+# starts, beside the tests that run in this process, and read by their test. Name -> (process,
+# its output folder).
+BACKGROUND = {}
+JAX_RUN = ["--recipe", "headline", "--epochs", "2", "--train-size", "500", "--test-size", "100"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    if any(item.name == "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr" for item in items):
+        out = Path(tempfile.mkdtemp(prefix="jax-run-")) / "jax"
+        BACKGROUND["jax"] = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *JAX_RUN, "--out", str(out)], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax"}), out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for process, out in BACKGROUND.values():
+        process.kill()
+        process.communicate()
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def pytest_configure(config):
