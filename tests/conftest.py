@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,24 +71,49 @@ def small_run(tmp_path_factory) -> Path:
 
 
 # Runs of the command in a process of their own that no test's state feeds: started as the session
-# starts, beside the tests that run in this process, and read by their test. Name -> (process,
-# its output folder).
+# starts, beside the tests that run in this process, and read by their tests. Name -> (process,
+# its output folder, what it printed: its stdout once it ended).
 BACKGROUND = {}
 JAX_RUN = ["--recipe", "headline", "--epochs", "2", "--train-size", "500", "--test-size", "100"]
+EARLIER = "metrics.json"  # in the Ctrl-C run's --out: an earlier run's results, to stay untouched
+
+
+def ctrl_c_at(process: subprocess.Popen, at: str, printed: list) -> None:
+    """Press Ctrl-C once a line of the process's output starts with `at`: SIGINT to its whole
+    process group, worker processes and all, as a terminal's Ctrl-C does."""
+    for line in process.stdout:
+        printed.append(line)
+        if line.strip().startswith(at):
+            os.killpg(process.pid, signal.SIGINT)
+            return
 
 
 def pytest_collection_modifyitems(session, config, items):
-    if any(item.name == "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr" for item in items):
-        out = Path(tempfile.mkdtemp(prefix="jax-run-")) / "jax"
+    names = {item.name for item in items}
+    folder = Path(tempfile.mkdtemp(prefix="background-runs-"))
+    if "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr" in names:
         BACKGROUND["jax"] = subprocess.Popen(
-            [sys.executable, str(SCRIPT), *JAX_RUN, "--out", str(out)], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax"}), out
+            [sys.executable, str(SCRIPT), *JAX_RUN, "--out", str(folder / "jax")], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax"}), folder / "jax", []
+    if "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results" in names:
+        (folder / "ctrl-c").mkdir()
+        (folder / "ctrl-c" / EARLIER).write_text("{}")
+        # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
+        # harness that starts this suite as a background job of a non-interactive shell (as CI may)
+        # leaves SIGINT ignored, children inherit that, and Python then, rightly, ignores it too.
+        process = subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--out", str(folder / "ctrl-c")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
+                                   start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        printed = []
+        threading.Thread(target=ctrl_c_at, args=(process, "t-SNE to 2-D", printed), daemon=True).start()
+        BACKGROUND["ctrl-c"] = process, folder / "ctrl-c", printed
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for process, out in BACKGROUND.values():
-        process.kill()
-        process.communicate()
+    for process, out, _ in BACKGROUND.values():
+        with contextlib.suppress(OSError):
+            process.kill()
         shutil.rmtree(out.parent, ignore_errors=True)
 
 

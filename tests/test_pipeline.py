@@ -1,8 +1,9 @@
 """End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume.
 
-One cold start of the command with TensorFlow (a run stopped by Ctrl-C, in a process group of its
-own as a terminal's Ctrl-C needs); every other run calls the script's main() in this process, sharing
-one TensorFlow start and one pool of worker processes."""
+Three cold starts of the command, in processes of their own: a run stopped by Ctrl-C (in a process
+group of its own, as a terminal's Ctrl-C needs) and a run on JAX, both started with the session beside
+the other tests (conftest.BACKGROUND), and one killed by SIGKILL. Every other run calls the script's
+main() in this process, sharing one TensorFlow start and one pool of worker processes."""
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import BACKGROUND, REPO, SCRIPT, SMALL, main_here, script_env, stderr_lines
+from conftest import BACKGROUND, EARLIER, REPO, SCRIPT, SMALL, main_here, script_env, stderr_lines
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import epochs  # noqa: E402
@@ -49,24 +50,6 @@ def earlier_results(run, out):
     for name, content in earlier.items():
         (out / name).write_bytes(content)
     return out, earlier
-
-
-def ctrl_c_run(at, *flags):
-    """Start the command with `flags`, press Ctrl-C once a line of its output starts with `at`, and
-    return its exit status and its stderr lines. SIGINT goes to the run's whole process group,
-    worker processes and all, as a terminal's Ctrl-C does."""
-    # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a
-    # harness that starts this suite as a background job of a non-interactive shell (as CI may)
-    # leaves SIGINT ignored, children inherit that, and Python then, rightly, ignores it too.
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, flags)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=script_env(), start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    for line in process.stdout:
-        if line.strip().startswith(at):
-            os.killpg(process.pid, signal.SIGINT)
-            break
-    _, stderr = process.communicate(timeout=300)
-    return process.returncode, stderr_lines(stderr)
 
 
 def test_small_run_writes_every_output(small_run):
@@ -264,7 +247,7 @@ def test_a_damaged_model_or_checkpoint_is_refused_in_one_line_and_nothing_is_wri
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
-def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_results_and_resume_finishes_the_same(
+def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same_while_refusing_second_runs(
         small_run, tmp_path, capsys, monkeypatch):
     # A run with the same seed trains epoch 1 afresh and, resumed, ends with every score of the first
     # run: this is also the suite's check that a seed reproduces a run. SIGTERM, as `kill` sends it,
@@ -283,9 +266,9 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
         status = main_here(*SMALL, "--out", out)
     lines = stderr_lines(capsys.readouterr().err)
     # A signal handler that raised inside TensorFlow's calls once crashed the run here (status -11).
-    assert status == 143
-    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by SIGTERM" in lines[0] and f"1 of 2 epochs are saved: `python autoencoder_mnist.py --resume {out}` continues" in lines[0], lines
+    assert status == 143 and len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
+    assert lines[0] == (f"stopped by SIGTERM; earlier results in {out}/ are untouched; 1 of 2 epochs are saved: "
+                        f"`python autoencoder_mnist.py --resume {out}` continues")
     # The earlier run's results are whole, and nothing half-written lies beside them.
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint", am.LOCK])
@@ -304,19 +287,10 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
         assert lines[0].endswith("start afresh with --out"), lines
         assert {path: path.read_bytes() for path in copy.rglob("*") if path.is_file()} == before
 
-    # Resumed, it trains epoch 2 and is stopped by Ctrl-C while the workers reduce. Stopping the
-    # worker pool once waited for ever on tasks still in its pipe (communicate's timeout fails this
-    # test if the run hangs). The workers get Ctrl-C too, and stay silent.
-    status, lines = ctrl_c_run("t-SNE to 2-D", "--resume", out)
-    assert status == 130
-    assert len(lines) == 1, "expected one line on stderr, got:\n" + "\n".join(lines)
-    assert "stopped by Ctrl-C" in lines[0] and "training had finished" in lines[0], lines
-    assert {name: (out / name).read_bytes() for name in OUTPUTS} == earlier
-    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [".checkpoint", am.LOCK])
-
-    # Resumed again, it trains nothing; a scoring flag may change on resume, for only training's
-    # flags are the checkpoint's. While it runs, a second run into the same folder, and one that
-    # would reuse its model, are refused at once, naming it; it finishes as if alone.
+    # Resumed with the command the stop line gave, it trains epoch 2 alone; a scoring flag may be
+    # added, for only training's flags are the checkpoint's. While it runs, a second run into the
+    # same folder, and one that would reuse its model, are refused at once, naming it; it finishes
+    # as if alone.
     second, reduce_and_cluster = [], am.reduce_and_cluster
 
     def second_runs(*args):
@@ -327,7 +301,8 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
 
     monkeypatch.setattr(am, "reduce_and_cluster", second_runs)
     assert main_here("--resume", out, "--embed-train") == 0
-    assert "epoch 2/2" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "  epoch 1/2" not in printed and "  epoch 2/2" in printed
     busy = f"is being written by another run (process {os.getpid()}); wait for it to finish, or"
     assert second == [2, 2, [f"error: --out {out} {busy} choose another --out",
                              f"error: --reuse-model {out} {busy} name a finished run's folder"]]
@@ -335,6 +310,21 @@ def test_sigterm_in_training_then_ctrl_c_while_the_workers_reduce_keep_old_resul
     added = rows_beyond(scores(small_run), scores(out))
     assert [row["reduction"] for row in added] == ["umap10+train", "umap10+train"]
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUTS + [am.LOCK])
+
+
+def test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results():
+    # The command, started with the session (conftest.BACKGROUND), pressed Ctrl-C as the workers
+    # began t-SNE. Stopping the worker pool once waited for ever on tasks still in its pipe (the
+    # timeout fails this test if the run hangs). The workers get Ctrl-C too, and stay silent.
+    process, out, printed = BACKGROUND["ctrl-c"]
+    stdout, stderr = process.communicate(timeout=300)
+    lines = stderr_lines(stderr)
+    assert any(line.strip().startswith("t-SNE to 2-D") for line in printed), "".join(printed) + stdout
+    assert process.returncode == 130 and len(lines) == 1, "expected one line on stderr, got:\n" + stderr
+    assert lines[0] == (f"stopped by Ctrl-C; earlier results in {out}/ are untouched; training had finished: "
+                        f"`python autoencoder_mnist.py --resume {out}` scores its model without training again")
+    assert (out / EARLIER).read_text() == "{}"
+    assert sorted(path.name for path in out.iterdir()) == [".checkpoint", am.LOCK, EARLIER]
 
 
 def test_seeds_summarises_finished_runs_as_mean_and_std(small_run, tmp_path, monkeypatch, capsys):
