@@ -291,9 +291,10 @@ def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same_whil
     # added, for only training's flags are the checkpoint's. While it runs, a second run into the
     # same folder, and one that would reuse its model, are refused at once, naming it; it finishes
     # as if alone.
-    second, reduce_and_cluster = [], am.reduce_and_cluster
+    second, printed, reduce_and_cluster = [], [], am.reduce_and_cluster
 
     def second_runs(*args):
+        printed.append(capsys.readouterr().out)  # what the resumed run printed up to here
         second.append(main_here(*SMALL, "--out", out))
         second.append(main_here(*SMALL, "--reuse-model", out, "--out", tmp_path / "other"))
         second.append(stderr_lines(capsys.readouterr().err))
@@ -301,8 +302,7 @@ def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same_whil
 
     monkeypatch.setattr(am, "reduce_and_cluster", second_runs)
     assert main_here("--resume", out, "--embed-train") == 0
-    printed = capsys.readouterr().out
-    assert "  epoch 1/2" not in printed and "  epoch 2/2" in printed
+    assert "  epoch 1/2" not in printed[0] and "  epoch 2/2" in printed[0], printed[0]
     busy = f"is being written by another run (process {os.getpid()}); wait for it to finish, or"
     assert second == [2, 2, [f"error: --out {out} {busy} choose another --out",
                              f"error: --reuse-model {out} {busy} name a finished run's folder"]]
@@ -425,7 +425,7 @@ def test_a_run_killed_by_sigkill_leaves_a_staging_folder_that_the_next_run_remov
 def test_the_headline_recipe_runs_on_jax_with_a_silent_stderr():
     # Keras 3 runs the same models on another backend, here N2D's dense denoising autoencoder;
     # TensorFlow is then never imported. The run started with the session (conftest.BACKGROUND).
-    process, out = BACKGROUND["jax"]
+    process, out, _ = BACKGROUND["jax"]
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0 and not stderr_lines(stderr), stderr
     metrics = json.loads((out / "metrics.json").read_text())
