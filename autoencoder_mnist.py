@@ -989,7 +989,7 @@ def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
 
 def main(argv: list[str] | None = None) -> int:
     """Run, and turn each way a run can end early into one line on stderr and an exit status."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: raise_(Terminated()))
+    signal.signal(signal.SIGTERM, Terminated.handler)
     config = None
     try:
         config = parse_config(argv)
@@ -1012,8 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Stages:
-    """Why: a user sees progress, and metrics.json where the time went. Wall seconds per stage, a
-    line as each ends, and what a long one does as it starts."""
+    """Why: a user sees progress, and metrics.json where the time went: seconds per stage."""
 
     def __init__(self) -> None:
         self.start, self.seconds = time.perf_counter(), {}
@@ -1029,8 +1028,7 @@ class Stages:
 
 
 def progress(what: str, epochs: int, images: int) -> keras.callbacks.Callback:
-    """Why: a user sees each epoch, and history.csv the speed. A line per epoch of a fit: its
-    logs and images per second, which it adds to them."""
+    """Why: a user sees each epoch. A line per epoch of a fit, its losses and images/s (logged)."""
     import keras
 
     started = {}
@@ -1047,9 +1045,7 @@ def progress(what: str, epochs: int, images: int) -> keras.callbacks.Callback:
 
 
 def import_stack() -> None:
-    """Why: a good run's stderr stays empty, and a backend but TensorFlow needs no TensorFlow.
-    Imports Keras, its backend and umap-learn, muted. umap-learn imports TensorFlow for its
-    ParametricUMAP, which this script never uses: barred, unless it is Keras' backend."""
+    """Why: a good run's stderr stays empty. Imports Keras, its backend and umap-learn, muted."""
     with quiet_stderr():
         import keras
 
@@ -1058,28 +1054,36 @@ def import_stack() -> None:
 
             tf.config.list_physical_devices()  # prints a CUDA line on machines without its driver
             tf.get_logger().setLevel("ERROR")  # its Python warnings advise its programmers
-        barred = "tensorflow" not in sys.modules and sys.modules.setdefault("tensorflow", None)
-        import umap  # noqa: F401
-        if barred is None:  # Keras asks whether TensorFlow was imported: it was not
-            del sys.modules["tensorflow"]
+        with without_tensorflow():
+            import umap  # noqa: F401
     cache_umap_compilation()
 
 
 def set_seed(seed: int) -> None:
-    """Why: keras.utils.set_random_seed imports TensorFlow to seed it wherever it is installed,
-    even when it is not the backend. Seeds Python, NumPy and the backend, barring it there."""
+    """Why: keras.utils.set_random_seed seeds TensorFlow too, importing it wherever it is installed.
+    Seeds Python, NumPy and the backend."""
     import keras
 
+    with without_tensorflow():
+        keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def without_tensorflow() -> Iterator[None]:
+    """Why: umap-learn (for its ParametricUMAP, which no run uses) and Keras' seeding import
+    TensorFlow wherever it is installed, 3 s and its log lines. Inside, where TensorFlow was not
+    imported (it is not the backend), importing it fails as if it were not installed."""
     barred = "tensorflow" not in sys.modules and sys.modules.setdefault("tensorflow", None)
-    keras.utils.set_random_seed(seed)
-    if barred is None:
-        del sys.modules["tensorflow"]
+    try:
+        yield
+    finally:
+        if barred is None:  # Keras asks later whether TensorFlow was imported: it was not
+            del sys.modules["tensorflow"]
 
 
 def cache_umap_compilation() -> None:
-    """Why: umap-learn compiles its graph and layout code with numba afresh in every process, 5-10 s
-    before each process's first fit. With numba's cache on (beside the package, else in the user's
-    cache folder), later processes load the same compiled code in under a second."""
+    """Why: umap-learn compiles its code with numba afresh in every process, 5-10 s before its
+    first fit. With numba's cache on, later processes load the compiled code in under a second."""
     import numba
     import umap.layouts
     import umap.umap_
@@ -1108,16 +1112,14 @@ def quiet_stderr() -> Iterator[None]:
 
 def start_worker() -> None:
     """Why: Ctrl-C reaches every process of the terminal, and the main process stops the workers:
-    one that raised too would print a traceback. umap-learn imports TensorFlow for ParametricUMAP,
-    which no worker uses: barred, it costs each worker 3 s less; its compiled code is cached."""
+    one that raised too would print a traceback. No worker needs TensorFlow (without_tensorflow)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.modules["tensorflow"] = None
     cache_umap_compilation()
 
 
 def check_bundled_data() -> Path:
-    """Why: a clone whose data file was cut short (by Git LFS, say) must say so. The bundled
-    MNIST, its checksum checked."""
+    """Why: a clone whose data file was cut short (by Git LFS, say) must say so."""
     digest = BUNDLED_DATA.is_file() and hashlib.sha256(BUNDLED_DATA.read_bytes()).hexdigest()
     if digest != BUNDLED_SHA256:
         raise InputError(f"{BUNDLED_DATA} is {'damaged' if digest else 'missing'}; restore it "
@@ -1392,9 +1394,9 @@ def signals_deferred() -> Iterator[keras.callbacks.Callback]:
 class Terminated(Exception):
     """Raised on SIGTERM, so that a `kill` unwinds like Ctrl-C."""
 
-
-def raise_(error: Exception) -> None:
-    raise error
+    @classmethod
+    def handler(cls, signum: int, frame) -> None:
+        raise cls
 
 
 def saved_training(config: Config) -> str:
