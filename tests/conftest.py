@@ -88,8 +88,27 @@ def ctrl_c_at(process: subprocess.Popen, at: str, printed: list) -> None:
             return
 
 
+def compile_umap_once() -> None:
+    """umap-learn's numba code, compiled and cached by one tiny fit before the processes that fit
+    UMAP start, so that they load it rather than each compile it (5-10 s) on a fresh machine."""
+    import numpy as np
+
+    import autoencoder_mnist as am
+
+    with am.without_tensorflow():
+        import umap
+    am.cache_umap_compilation()
+    points = np.random.default_rng(0).random((40, 5), dtype=np.float32)
+    for components in (2, 10):
+        umap.UMAP(n_components=components, n_neighbors=10, n_epochs=5, random_state=0,
+                  precomputed_knn=am.nearest_neighbours(points, 10)).fit_transform(points)
+
+
 def pytest_collection_modifyitems(session, config, items):
     names = {item.name for item in items}
+    if names & {"test_the_headline_recipe_runs_on_jax_with_a_silent_stderr",
+                "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results"}:
+        compile_umap_once()
     folder = Path(tempfile.mkdtemp(prefix="background-runs-"))
     if "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr" in names:
         BACKGROUND["jax"] = subprocess.Popen(
