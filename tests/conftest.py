@@ -89,19 +89,16 @@ def ctrl_c_at(process: subprocess.Popen, at: str, printed: list) -> None:
 
 
 def compile_umap_once() -> None:
-    """umap-learn's numba code, compiled and cached by one tiny fit before the processes that fit
-    UMAP start, so that they load it rather than each compile it (5-10 s) on a fresh machine."""
+    """umap-learn's numba code, compiled and cached by two tiny fits as the script makes them,
+    before the processes that fit UMAP start: they load it rather than each compile it (5-10 s)."""
     import numpy as np
 
     import autoencoder_mnist as am
 
-    with am.without_tensorflow():
-        import umap
-    am.cache_umap_compilation()
+    am.import_stack()  # as the tests in this process would
     points = np.random.default_rng(0).random((40, 5), dtype=np.float32)
-    for components in (2, 10):
-        umap.UMAP(n_components=components, n_neighbors=10, n_epochs=5, random_state=0,
-                  precomputed_knn=am.nearest_neighbours(points, 10)).fit_transform(points)
+    for name in ("umap", "umap10"):
+        am.reduce(name, points, am.nearest_neighbours(points, am.UMAP_NEIGHBOURS), seed=0)
 
 
 def pytest_collection_modifyitems(session, config, items):
