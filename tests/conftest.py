@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,10 @@ def compile_umap_once() -> None:
 
     import autoencoder_mnist as am
 
-    am.import_stack()  # as the tests in this process would
+    with am.without_tensorflow(), warnings.catch_warnings():  # TensorFlow: imported later
+        warnings.simplefilter("ignore", ImportWarning)  # that ParametricUMAP lacks it
+        import umap  # noqa: F401
+    am.cache_umap_compilation()
     points = np.random.default_rng(0).random((40, 5), dtype=np.float32)
     for name in ("umap", "umap10"):
         am.reduce(name, points, am.nearest_neighbours(points, am.UMAP_NEIGHBOURS), seed=0)
