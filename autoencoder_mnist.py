@@ -1034,10 +1034,11 @@ def progress(what: str, epochs: int, images: int) -> keras.callbacks.Callback:
     started = {}
 
     def end(epoch: int, logs: dict) -> None:
-        logs["images_per_second"] = images / (time.perf_counter() - started[epoch])
+        seconds = time.perf_counter() - started[epoch]
+        logs["images_per_second"] = images / seconds
         print(f"  {what}epoch {epoch + 1}/{epochs}  " + "  ".join(
             f"{name} {value:.4f}" for name, value in logs.items() if name != "images_per_second")
-            + f"  {logs['images_per_second']:,.0f} images/s", flush=True)
+            + f"  {logs['images_per_second']:,.0f} images/s, {seconds:.0f} s", flush=True)
 
     return keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: started.update({epoch: time.perf_counter()}),
