@@ -879,14 +879,17 @@ def report_markdown(metrics: dict) -> str:
                     f"({done['clean']:.1%} of the images) and gave back {done['kept']:.1%} of "
                     "them." for kind, done in (metrics["student"] or {}).items())
     model = (f"reused from {metrics['reused_model']}/" if metrics["reused_model"] else
-             f"{config['epochs']} epochs of training in {metrics['timings']['train']:.0f} s")
+             f"trained {config['epochs']} epoch{'s' * (config['epochs'] != 1)} in "
+             f"{metrics['timings']['train']:.0f} s")
     labels = (f"{data['n_classes']} classes" if data["labelled"] else
               "no labels given, so no ARI, NMI or ACC")
+    flags = " ".join(flag(name) + ("" if value is True else f" {value}") for name, value in
+                     config.items() if value != config_record(Config())[name])
     return "\n".join([
         "# Autoencoder on MNIST: results", "",
         f"Data: {data['source']}; {data['scaling']}; {data['n_train']:,} training and "
         f"{data['n_test']:,} {config['evaluate_on']} images, {data['clusters']} clusters, "
-        f"{labels}.", f"Flags: `{' '.join(metrics['argv']) or 'none'}` (backend "
+        f"{labels}.", f"Flags: `{flags or 'none'}` (backend "
         f"{metrics['versions']['backend']}); {config['architecture']} model, {model}.{stage} "
         f"Wall time {metrics['timings']['total']:.0f} s.", "",
         "| BCE per pixel | MSE per pixel | PSNR (dB) |", "| --- | --- | --- |",
@@ -971,7 +974,7 @@ def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
     backend = keras.config.backend()
     modules = {"numpy": np, "keras": keras, backend: sys.modules[backend],
                "scikit-learn": sklearn, "umap-learn": umap}
-    return {"config": config_record(config), "argv": sys.argv[1:],
+    return {"config": config_record(config),
             "versions": {"python": sys.version.split()[0], "backend": backend,
                          **{name: module.__version__ for name, module in modules.items()}},
             "data": {"source": data.source, "scaling": data.scaling, "n_train": len(data.x_train),
