@@ -882,7 +882,8 @@ def report_markdown(metrics: dict) -> str:
              f"trained {config['epochs']} epoch{'s' * (config['epochs'] != 1)} in "
              f"{metrics['timings']['train']:.0f} s")
     labels = (f"{data['n_classes']} classes" if data["labelled"] else
-              "no labels given, so no ARI, NMI or ACC")
+              "no labels given, so no ARI, NMI or ACC") + (
+        f" ({', '.join(data['class_names'])})" if data["class_names"] else "")
     flags = " ".join(flag(name) + ("" if value is True else f" {value}") for name, value in
                      config.items() if value != config_record(Config())[name])
     return "\n".join([

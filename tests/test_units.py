@@ -179,6 +179,22 @@ def test_reconstruction_scores_match_hand_computed_values():
         -np.log(1e-7), rel=1e-6)
 
 
+def test_codes_that_do_not_vary_are_refused_before_pca_divides_by_their_zero_variance():
+    # An autoencoder that learned nothing from its images gives every image the same code.
+    with pytest.raises(am.InputError, match="the scored images' codes are all the same: nothing to cluster"):
+        am.spaces(np.ones((200, 10), np.float32), None, seed=0)
+
+
+def test_report_names_the_classes_the_file_names():
+    metrics = {"config": am.config_record(am.Config()), "reconstruction": {"bce": 0.1, "mse": 0.01, "psnr": 20.0},
+               "data": {"source": "f.npz", "scaling": "uint8 in 0..255, divided by 255", "n_train": 500,
+                        "n_test": 100, "clusters": 2, "labelled": True, "n_classes": 2,
+                        "class_names": ["T-shirt/top", "Trouser"]},
+               "versions": {"backend": "tensorflow"}, "reused_model": None, "timings": {"train": 1, "total": 2},
+               "student": None, "clustering": []}
+    assert "2 classes (T-shirt/top, Trouser)" in am.report_markdown(metrics)
+
+
 def test_neighbour_graph_is_exact_with_each_point_first_at_distance_zero():
     points = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
     indices, distances = am.nearest_neighbours(points, 8)
