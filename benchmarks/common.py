@@ -24,14 +24,14 @@ import autoencoder_mnist as am  # noqa: E402
 SCORES = ("acc", "nmi", "ari")
 
 
-def parser(description: str, out: str, jobs: bool = True) -> argparse.ArgumentParser:
+def parser(description: str, out: str, jobs: bool = True, models: bool = False) -> argparse.ArgumentParser:
     """The arguments every benchmark takes: --seeds, --out, the script's flags after `--`, and --jobs
-    where seeds run in processes of their own, or else --models (see on_saved_models)."""
+    where seeds run in processes of their own at once, or --models (see on_saved_models)."""
     arguments = argparse.ArgumentParser(description=description, allow_abbrev=False)
     arguments.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
     if jobs:
         arguments.add_argument("--jobs", type=int, default=1, help="seeds run at once (default: 1)")
-    else:  # the benchmarks that score the models benchmarks/epochs.py saved, one seed after another
+    if models:  # the benchmarks that score the models benchmarks/epochs.py saved, one seed after another
         arguments.add_argument("--models", type=Path, required=True, help="a folder of benchmarks/epochs.py's seed-N.keras")
     arguments.add_argument("--out", type=Path, default=Path(out), help=f"folder for the runs (default: {out})")
     arguments.add_argument("flags", nargs="*", help="flags for autoencoder_mnist.py, after --")

@@ -114,7 +114,7 @@ def summarise(results: list[dict], command: str, split: str) -> str:
 
 
 def main() -> None:
-    arguments = common.parser(__doc__.split("\n\n")[0], out="refine", jobs=False)
+    arguments = common.parser(__doc__.split("\n\n")[0], out="refine", jobs=False, models=True)
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
     results = common.on_saved_models(arguments, args, base, refine_seed)
     summary = summarise(results, " ".join(["python", "benchmarks/refine.py", *sys.argv[1:]]), base.evaluate_on)

@@ -47,7 +47,7 @@ def student_seed(config: am.Config, model: Path) -> dict:
 
 
 def main() -> None:
-    arguments = common.parser(__doc__.split("\n\n")[0], out="student", jobs=False)
+    arguments = common.parser(__doc__.split("\n\n")[0], out="student", jobs=False, models=True)
     args, base = common.parse(arguments, own=("--seed", "--out", "--resume", "--reuse-model"))
     if not base.student:
         arguments.error("give the stage after --: -- [the models' flags] --student EPOCHS")
