@@ -1199,9 +1199,9 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> None:
                                  "in Keras) or in [0, 1], and differ")
         if labels is not None and (labels.dtype.kind not in "ui" or labels.shape != (len(images),)
                                    or labels.min() < 0 or labels.max() > 255):
-            raise InputError(f"{y} has dtype {labels.dtype}, shape {labels.shape} and values "
-                             f"{labels.min()}..{labels.max()}; labels must be class numbers "
-                             f"0..255, one per image of {x} ({len(images)})")
+            values = f" and values {labels.min()}..{labels.max()}" if labels.size else ""
+            raise InputError(f"{y} has dtype {labels.dtype}, shape {labels.shape}{values}; labels "
+                             f"must be class numbers 0..255, one per image of {x} ({len(images)})")
     names, largest = arrays.get("class_names"), max(
         [int(arrays[y].max()) for y in ("y_train", "y_test") if y in arrays], default=-1)
     if names is not None and (names.dtype.kind not in "US" or names.ndim != 1

@@ -107,6 +107,7 @@ BAD_DATA = {  # name: (how to make the file, words the message must hold)
     "scalings that differ": (npz_with(x_test=good_arrays()["x_test"] / np.float32(255)),
                              "x_train holds uint8 in 0..255 and x_test floats in [0, 1]; store both alike"),
     "counts differ": (npz_with(y_train=np.zeros(299, np.uint8)), "one per image of x_train (300)"),
+    "no labels in the array": (npz_with(y_test=np.zeros(0, np.uint8)), "y_test has dtype uint8, shape (0,); labels"),
     "float labels": (npz_with(y_test=np.zeros(200, np.float32)), "labels must be class numbers 0..255"),
     "2-D labels": (npz_with(y_test=np.zeros((200, 1), np.uint8)), "shape (200, 1)"),
     "negative labels": (npz_with(y_test=np.full(200, -1, np.int64)), "values -1..-1"),
