@@ -26,12 +26,11 @@ Commands:
     python autoencoder_mnist.py --reuse-model results --embed-train --out rescored
 
 Metrics:
-    BCE         binary cross-entropy per pixel between image and reconstruction (the training loss)
-    MSE         mean squared error per pixel, intensities in [0, 1]
-    PSNR        peak signal-to-noise ratio, 10 * log10(1 / MSE), in dB (higher is better)
+    BCE, MSE, PSNR  binary cross-entropy (the training loss) and mean squared error per pixel,
+                intensities in [0, 1], between image and reconstruction; PSNR = 10 log10(1 / MSE) dB
     silhouette  mean silhouette coefficient in the space clustered (-1..1, higher = tighter)
-    ARI         adjusted Rand index between clusters and true labels (0 = chance, 1 = identical)
-    NMI         normalized mutual information between clusters and true labels (0..1)
+    ARI, NMI    adjusted Rand index (0 = chance, 1 = identical) and normalized mutual information
+                (0..1) between clusters and true labels
     ACC         the share of images labelled right under the best one-to-one matching of clusters
                 to labels (Hungarian algorithm, as in the deep-clustering papers)
 """
@@ -79,7 +78,7 @@ if TYPE_CHECKING:  # imported by import_stack, once the flags and the data are c
     import keras
 
 # Read by TensorFlow on import: no C++ log lines but fatal ones (AVX-512 CPUs log an "E" line when
-# oneDNN falls back for int32 ops, which is no error). Failures still raise.
+# oneDNN falls back for int32 ops, no error).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BUNDLED_DATA = Path(__file__).resolve().parent / "data" / "mnist.npz"
@@ -89,9 +88,8 @@ MIN_IMAGES = 100  # t-SNE's perplexity needs more than 90 points, umap10's 30 ne
 BATCH = 256  # the seed's batch, of the autoencoder and of the student
 DENSE_WIDTHS = (500, 500, 2000)  # N2D's encoder (McConville et al.): 784 -> these -> the code
 SHIFT, ROTATION = 0.1, 10 / 360  # DEC-DA's augmentation: of the width and height; of a full turn
-# t-SNE and UMAP start from 50 principal components, not 1,568 code numbers: many times faster, as
-# scikit-learn's TSNE documentation advises; UMAP's 200 layout epochs take half the time of its
-# default for the same rows (docs/EXPERIMENTS.md, section 5).
+# t-SNE and UMAP start from 50 principal components, not 1,568 code numbers, as scikit-learn
+# advises; UMAP's 200 layout epochs take half its default's time for the same rows (log section 5).
 PCA_DIMS, UMAP_EPOCHS = 50, 200
 UMAP_NEIGHBOURS = 30  # umap10's: one exact graph of 30 serves every UMAP fit of a set of points
 # Pixels are the baseline. "umap10", UMAP to 10-d, is for clustering only; --embed-train adds
@@ -118,14 +116,6 @@ TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottlene
                   "noise", "seed")
 
 
-class InputError(ValueError):
-    """A problem with the user's flags or data: one line on stderr, exit status 2."""
-
-
-class WriteError(OSError):
-    """A file of the run could not be written (a full disk): one line, exit status 1."""
-
-
 # ---- Config --------------------------------------------------------------------------------------
 
 
@@ -145,17 +135,6 @@ def at_least(minimum: float, kind: type = int) -> Callable[[str], int | float]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
     return parse
-
-
-def flag(name: str) -> str:
-    """A Config field's flag: train_size -> --train-size."""
-    return "--" + name.replace("_", "-")
-
-
-def recipe_flags(recipe: str) -> str:
-    """A recipe as the flags it stands for: "--architecture dense --bottleneck 10 ..."."""
-    return " ".join(flag(name) + ("" if value is True else f" {value}")
-                    for name, value in RECIPES[recipe].items())
 
 
 @dataclass(frozen=True)
@@ -208,44 +187,6 @@ class Config:
                        type=Path, metavar="FOLDER")
     resume: Path | None = option(None, "continue the run stopped in FOLDER, with its flags",
                                  type=Path, metavar="FOLDER")
-
-
-def parse_config(argv: list[str] | None = None) -> Config:
-    """The flags given, over their recipe's (or the stopped run's, under --resume), over the
-    defaults; argparse exits 2 on a bad flag."""
-    parser = argparse.ArgumentParser(
-        prog="autoencoder_mnist.py", usage="%(prog)s [flags]", allow_abbrev=False,
-        argument_default=argparse.SUPPRESS,
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")] + "More: README.md.")
-    for spec in fields(Config):
-        default = "" if spec.default is None or spec.default is False else (
-            f" (default: {spec.default})")
-        parser.add_argument(flag(spec.name), help=spec.metadata["help"] + default,
-                            **spec.metadata["argparse"])
-    given = vars(parser.parse_args(argv))
-    if "resume" in given:
-        settings = {**read_saved_run(given["resume"], resuming=True),
-                    "out": given["resume"]}
-        for name in (name for name in given if name in TRAINING_FLAGS or name == "out"):
-            if str(given[name]) != str(settings[name]):
-                raise InputError(f"--resume {given['resume']} continues a run made with "
-                                 f"{flag(name)} {settings[name]}; drop {flag(name)} "
-                                 f"{given[name]}, or start afresh with --out")
-    else:  # under train+test every image is scored already: no training codes left as context
-        settings = {name: value for name, value in RECIPES[given.get("recipe", "seed")].items()
-                    if (name, given.get("evaluate_on")) != ("embed_train", "train+test")}
-    config = Config(**{**settings, **given})
-    for spec in fields(Config):
-        if spec.metadata["check"] and (message := spec.metadata["check"](config)):
-            parser.error(message)
-    return config
-
-
-def config_record(config: Config) -> dict:
-    """The config as metrics.json records it: paths as text."""
-    return {key: str(value) if isinstance(value, Path) else value
-            for key, value in asdict(config).items()}
 
 
 # ---- Data ----------------------------------------------------------------------------------------
@@ -321,7 +262,8 @@ def load_data(config: Config) -> Dataset:
         arrays["x_test"] / np.float32(scale)).astype("float32", copy=False)[..., None]
     digits = config.data is None or names == [str(digit) for digit in range(10)]
     return Dataset(x_train, labels["train"], x_test, labels["test"], arrays["i_test"], n_clusters,
-                   scale, scaling, source, None if digits else names, "digit" if digits else "class")
+                   scale, scaling, source, None if digits else names,
+                   "digit" if digits else "class")
 
 
 def sample(labels: np.ndarray | None, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -344,7 +286,6 @@ def sample(labels: np.ndarray | None, n: int, size: int, rng: np.random.Generato
 def build_autoencoder(bottleneck: int = 0, architecture: str = "conv",
                       noise: float = 0.0) -> tuple[keras.Model, keras.Model]:
     """The autoencoder of images (n, 28, 28, 1) and its encoder; its layer "decoder" is the decoder.
-
     conv (the seed's): Conv2D(32, 3x3, relu) -> MaxPooling2D(2), twice, a (7, 7, 32) code, then
     (Conv2D(32) -> UpSampling2D(2)) twice -> Conv2D(1, sigmoid); a `bottleneck` squeezes the code
     through dense layers. dense (N2D's): 784 -> 500 -> 500 -> 2000 -> `bottleneck`, and mirrored.
@@ -491,7 +432,7 @@ def spaces(points: np.ndarray, context: np.ndarray | None,
            seed: int) -> tuple[dict[str, tuple], float]:
     """What each reduction starts from: name -> (points, their nearest_neighbours graph or None).
     t-SNE and UMAP start from the points' principal components; "umap10+train" from those of the
-    points, then of the training `context` (m, d). Also the share of variance the components keep."""
+    points, then of the training `context` (m, d). Also the share of variance they keep."""
     if not points.std(axis=0).any():  # PCA would divide by zero, and UMAP crash on the NaNs
         raise InputError("the scored images' codes are all the same: nothing to cluster; check "
                          "the images, or train longer")
@@ -1015,6 +956,57 @@ def main(argv: list[str] | None = None) -> int:
 # ---- Machinery: what keeps a run safe and its terminal clean -------------------------------------
 
 
+class InputError(ValueError):
+    """A problem with the user's flags or data: one line on stderr, exit status 2."""
+
+
+class WriteError(OSError):
+    """A file of the run could not be written (a full disk): one line, exit status 1."""
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Why: a flag is defined once, in its Config field; argparse is built from the fields. The
+    flags given, over their recipe's (or the stopped run's, under --resume), over the defaults."""
+    parser = argparse.ArgumentParser(
+        prog="autoencoder_mnist.py", usage="%(prog)s [flags]", allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")] + "More: README.md.")
+    for spec in fields(Config):
+        default = "" if spec.default is None or spec.default is False else (
+            f" (default: {spec.default})")
+        parser.add_argument(flag(spec.name), help=spec.metadata["help"] + default,
+                            **spec.metadata["argparse"])
+    given = vars(parser.parse_args(argv))
+    if "resume" in given:
+        settings = {**read_saved_run(given["resume"], resuming=True),
+                    "out": given["resume"]}
+        for name in (name for name in given if name in TRAINING_FLAGS or name == "out"):
+            if str(given[name]) != str(settings[name]):
+                raise InputError(f"--resume {given['resume']} continues a run made with "
+                                 f"{flag(name)} {settings[name]}; drop {flag(name)} "
+                                 f"{given[name]}, or start afresh with --out")
+    else:  # under train+test every image is scored already: no training codes left as context
+        settings = {name: value for name, value in RECIPES[given.get("recipe", "seed")].items()
+                    if (name, given.get("evaluate_on")) != ("embed_train", "train+test")}
+    config = Config(**{**settings, **given})
+    for spec in fields(Config):
+        if spec.metadata["check"] and (message := spec.metadata["check"](config)):
+            parser.error(message)
+    return config
+
+
+def flag(name: str) -> str:
+    """A Config field's flag: train_size -> --train-size."""
+    return "--" + name.replace("_", "-")
+
+
+def config_record(config: Config) -> dict:
+    """The config as metrics.json records it: paths as text."""
+    return {key: str(value) if isinstance(value, Path) else value
+            for key, value in asdict(config).items()}
+
+
 class Stages:
     """Why: a user sees progress, and metrics.json where the time went: seconds per stage."""
 
@@ -1411,10 +1403,12 @@ def saved_training(config: Config) -> str:
     if config.reuse_model is not None or not log.is_file():
         return ""
     finished = len(log.read_text().splitlines()) - 1
-    command = f"python {shlex.quote(os.path.relpath(__file__))} --resume {shlex.quote(str(config.out))}"
+    command = (f"python {shlex.quote(os.path.relpath(__file__))} "
+               f"--resume {shlex.quote(str(config.out))}")
     if finished >= config.epochs:
         return f"; training had finished: `{command}` scores its model without training again"
-    return f"; {finished} of {config.epochs} epochs are saved: `{command}` continues" if finished else ""
+    return f"; {finished} of {config.epochs} epochs are saved: `{command}` continues" * (
+        finished > 0)
 
 
 def write_outputs(folder: Path, outputs: dict[str, Callable[[Path], object]]) -> None:
