@@ -337,8 +337,8 @@ def for_new_images(model: keras.Model, scale: float) -> keras.Model:
 # ---- Train ---------------------------------------------------------------------------------------
 
 
-def train(autoencoder: keras.Model, data: Dataset, epochs: int,
-          checkpoint: Path) -> dict[str, list[float]]:
+def train(autoencoder: keras.Model, data: Dataset, epochs: int, checkpoint: Path,
+          seed: int) -> dict[str, list[float]]:
     """Fit the autoencoder to reproduce its input; returns loss, val_loss and images/s per epoch.
     After each epoch BackupAndRestore saves weights, optimizer and epoch in `checkpoint`, whence a
     run continues, and CSVLogger adds a line to history.csv, read back at the end (fit() knows only
@@ -354,6 +354,7 @@ def train(autoencoder: keras.Model, data: Dataset, epochs: int,
                             callbacks=[keras.callbacks.BackupAndRestore(str(checkpoint / "backup"),
                                                                         delete_checkpoint=False),
                                        stop_on_signal, progress("", epochs, len(data.x_train)),
+                                       shuffled_by_epoch(seed),
                                        keras.callbacks.CSVLogger(str(log), append=True)])
         except OSError as error:
             raise WriteError(f"could not save training's checkpoint in {checkpoint} "
@@ -863,7 +864,7 @@ def run(config: Config) -> None:
             autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture,
                                                      config.noise)
             with stages("train"):
-                history = train(autoencoder, data, config.epochs, checkpoint)
+                history = train(autoencoder, data, config.epochs, checkpoint, config.seed)
         else:
             autoencoder, history = load_model(config.reuse_model / "autoencoder.keras"), reused
             encoder = autoencoder.get_layer("encoder")
@@ -1039,6 +1040,24 @@ def progress(what: str, epochs: int, images: int) -> keras.callbacks.Callback:
     return keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: started.update({epoch: time.perf_counter()}),
         on_epoch_end=end)
+
+
+def shuffled_by_epoch(seed: int) -> keras.callbacks.Callback:
+    """Why: under JAX and PyTorch fit() shuffles with NumPy's and PyTorch's global generators,
+    whose state a resumed run has not reached. Each epoch's order then follows from the seed and
+    the epoch alone, so that a resumed run repeats the whole one (TensorFlow's shuffle reads
+    neither, and is left as it is)."""
+    import keras
+
+    def reseed(epoch: int, logs: dict) -> None:
+        np.random.seed([seed, epoch])
+        if keras.backend.backend() == "torch":
+            import torch
+
+            torch.manual_seed(np.random.randint(2**31))
+
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=None if keras.backend.backend() == "tensorflow" else reseed)
 
 
 def import_stack() -> None:

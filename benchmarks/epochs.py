@@ -36,16 +36,15 @@ def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
     log, checkpoint = out / f"seed-{config.seed}.jsonl", out / f"seed-{config.seed}-checkpoint"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     data = common.load_for_seed(config)
-    import keras
     from threadpoolctl import threadpool_limits
 
-    keras.utils.set_random_seed(config.seed)
+    am.set_seed(config.seed)
     autoencoder, encoder = am.build_autoencoder(config.bottleneck, config.architecture, config.noise)
     checkpoint.mkdir(exist_ok=True)
     seconds = done[-1]["training_seconds"] if done else 0.0
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):
         start = time.perf_counter()
-        history = am.train(autoencoder, data, count, checkpoint)
+        history = am.train(autoencoder, data, count, checkpoint, config.seed)
         seconds += time.perf_counter() - start
         start = time.perf_counter()
         name, points, graph = common.clustering_space(encoder, data, config)

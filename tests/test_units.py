@@ -68,14 +68,20 @@ def test_dense_architecture_is_n2ds_autoencoder():
     assert tuple(encoder.output.shape[1:]) == (10,) and tuple(autoencoder.output.shape[1:]) == (28, 28, 1)
 
 
+def numpy(tensor):
+    """A backend's tensor as a NumPy array (TensorFlow's, JAX's or PyTorch's alike)."""
+    import keras
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def test_noise_corrupts_the_training_input_only():
     autoencoder, encoder = am.build_autoencoder(bottleneck=10, architecture="dense", noise=0.2)
     assert autoencoder.get_layer("noise").stddev == 0.2
     assert "GaussianNoise" not in [type(layer).__name__ for layer in encoder.layers]
     images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
-    clean = autoencoder(images, training=False).numpy()
-    assert np.allclose(clean, autoencoder.get_layer("decoder")(encoder(images)).numpy(), atol=1e-6)
-    assert not np.allclose(autoencoder(images, training=True).numpy(), clean, atol=1e-3)
+    clean = numpy(autoencoder(images, training=False))
+    assert np.allclose(clean, numpy(autoencoder.get_layer("decoder")(encoder(images))), atol=1e-6)
+    assert not np.allclose(numpy(autoencoder(images, training=True)), clean, atol=1e-3)
 
 
 def test_student_is_a_small_conv_network_that_sees_augmented_images_in_training_only():
@@ -86,14 +92,14 @@ def test_student_is_a_small_conv_network_that_sees_augmented_images_in_training_
     assert [getattr(layer, "filters", None) for layer in student.layers][2:7] == [32, 32, None, 64, 64]
     assert student.layers[-3].units == 128 and student.layers[-2].rate == 0.5
     images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
-    probabilities = student(images, training=False).numpy()
-    assert probabilities.shape == (8, 10) and np.array_equal(probabilities, student(images, training=False).numpy())
+    probabilities = numpy(student(images, training=False))
+    assert probabilities.shape == (8, 10) and np.array_equal(probabilities, numpy(student(images, training=False)))
     # In training each image is shifted and rotated afresh: the first layer's view of it differs
     # from the image, and from one call to the next; in inference it is the image.
     augment = student.get_layer("augment")
-    views = [augment(images, training=True).numpy() for _ in range(2)]
+    views = [numpy(augment(images, training=True)) for _ in range(2)]
     assert not np.allclose(views[0], images, atol=1e-3) and not np.allclose(views[0], views[1], atol=1e-3)
-    assert np.array_equal(augment(images, training=False).numpy(), images)
+    assert np.array_equal(numpy(augment(images, training=False)), images)
 
 
 def test_clean_targets_are_those_their_neighbours_share():
