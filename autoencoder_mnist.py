@@ -1051,13 +1051,13 @@ def shuffled_by_epoch(seed: int) -> keras.callbacks.Callback:
 
     def reseed(epoch: int, logs: dict) -> None:
         np.random.seed([seed, epoch])
-        if keras.backend.backend() == "torch":
+        if keras.config.backend() == "torch":
             import torch
 
             torch.manual_seed(np.random.randint(2**31))
 
     return keras.callbacks.LambdaCallback(
-        on_epoch_begin=None if keras.backend.backend() == "tensorflow" else reseed)
+        on_epoch_begin=None if keras.config.backend() == "tensorflow" else reseed)
 
 
 def import_stack() -> None:

@@ -112,9 +112,15 @@ def pytest_collection_modifyitems(session, config, items):
         compile_umap_once()
     folder = Path(tempfile.mkdtemp(prefix="background-runs-"))
     if "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr" in names:
+        # In its place on the path a stand-in for TensorFlow leaves a mark if anything imports it.
+        (folder / "stand-in" / "tensorflow").mkdir(parents=True)
+        (folder / "stand-in" / "tensorflow" / "__init__.py").write_text(
+            f"open({str(folder / 'tensorflow-imported')!r}, 'w').close()\nraise ImportError('stand-in')\n")
+        path = os.pathsep.join(filter(None, [str(folder / "stand-in"), os.environ.get("PYTHONPATH")]))
         BACKGROUND["jax"] = subprocess.Popen(
             [sys.executable, str(SCRIPT), *JAX_RUN, "--out", str(folder / "jax")], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax"}), folder / "jax", []
+            stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax", "PYTHONPATH": path}
+        ), folder / "jax", []
     if "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results" in names:
         (folder / "ctrl-c").mkdir()
         (folder / "ctrl-c" / EARLIER).write_text("{}")

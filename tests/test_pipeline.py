@@ -431,6 +431,7 @@ def test_the_headline_recipe_runs_on_jax_with_a_silent_stderr():
     process, out, _ = BACKGROUND["jax"]
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0 and not stderr_lines(stderr), stderr
+    assert not (out.parent / "tensorflow-imported").exists(), "TensorFlow was imported under JAX"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["versions"]["backend"] == "jax" and "jax" in metrics["versions"]
     assert "tensorflow" not in metrics["versions"] and len(metrics["clustering"]) == 13
