@@ -52,3 +52,17 @@ def test_the_docstring_states_the_readmes_bold_row_and_its_commands():
     block = readme.split("```bash\n")[1].split("```")[0].strip().splitlines()
     commands = am.__doc__.split("Commands:\n")[1].split("\n\n")[0].splitlines()
     assert block == [line.strip() for line in commands]
+
+
+def test_the_readmes_backend_ratios_repeat_their_summary():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    stated = re.search(r"took (\d\.\d\d)x and (\d\.\d\d)x as long under PyTorch and (\d\.\d\d)x and "
+                       r"(\d\.\d\d)x under JAX \(seeds (\d) and (\d)[^)]*\]\((docs/results/[^)]+\.md)\)", readme)
+    assert stated, "the README's sentence on the backends' times moved; keep it checked here"
+    table = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in (REPO / stated.group(7)).read_text().splitlines() if line.startswith("| ")]
+    rows = {(row[0], row[2]): dict(zip(table[0], row)) for row in table[1:]}
+    seeds = stated.group(5, 6)
+    expected = [rows[backend, seed]["against tensorflow"].removesuffix("x")
+                for backend in ("torch", "jax") for seed in seeds]
+    assert list(stated.group(1, 2, 3, 4)) == expected
