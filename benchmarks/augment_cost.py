@@ -2,14 +2,13 @@
 
     KERAS_BACKEND=jax python benchmarks/augment_cost.py [--images 20000] [--epochs 2]
 
-The student as the script builds it, trained as the script trains it (Adam, batch 256) on random
-targets (the speed does not depend on them), then the same network without its augmentation
-layers. Each line: images/s of the last epoch (the first compiles). The machine's speed
+The student as the script builds it, trained by the script's `learn` on random targets (the speed
+does not depend on them), then the same network without its augmentation layers. Each line:
+images/s of the last epoch (the first compiles). The machine's speed
 drifts: compare backends only within a round, run back to back.
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -31,17 +30,10 @@ def main() -> None:
         student = am.build_student(10)
         if not augmented:  # the same layers from the augmentation's output on
             student = keras.Model(student.get_layer("augment").output, student.output)
-        speeds = []
-        timer = keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: speeds.append(time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: speeds.append(
-                len(images) / (time.perf_counter() - speeds.pop())))
-        student.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
-        student.fit(images, targets, epochs=args.epochs, batch_size=am.BATCH, verbose=0,
-                    callbacks=[timer])
-        backend = keras.config.backend()
+        am.learn(student, images, targets, args.epochs)  # progress() logs each epoch's images/s
+        speed, backend = student.history.history["images_per_second"][-1], keras.config.backend()
         print(f"{backend} {sys.modules[backend].__version__}, augmentation "
-              f"{'on ' if augmented else 'off'}: {speeds[-1]:,.0f} images/s", flush=True)
+              f"{'on ' if augmented else 'off'}: {speed:,.0f} images/s", flush=True)
 
 
 if __name__ == "__main__":
