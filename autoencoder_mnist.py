@@ -547,13 +547,12 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     not trusted, and what metrics.json records: the share of clean targets, the share of them the
     student gave back, and the share of images whose cluster differs from its target."""
     set_seed(config.seed)  # the same student from a reused model
-    compact, _ = principal_components(features, config.seed)
-    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
-    with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
-        targets = clusterers(n_clusters, config.seed)["gmm"].fit_predict(
-            reduce("umap10", compact, graph, config.seed))
-    clean = agreement(targets, graph[0]) >= AGREEMENT
-    print(f"  {clean.mean():.1%} of the training images have clean targets", flush=True)
+    print("  its targets: UMAP to 10-d of the training features, a Gaussian mixture", flush=True)
+    start = time.perf_counter()
+    targets, neighbours, _ = training_targets(features, n_clusters, config.seed)
+    clean = agreement(targets, neighbours) >= AGREEMENT
+    print(f"  {clean.mean():.1%} of the training images have clean targets "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
     student = build_student(n_clusters)
     assigned = learn(student, images[clean], targets[clean], config.student).predict(
         images, batch_size=1024, verbose=0).argmax(axis=1)
@@ -568,6 +567,17 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
               f"(under {TRUSTED:.1%}); its row is left out", flush=True)
         return None, stage
     return student, stage
+
+
+def training_targets(features: np.ndarray, n_clusters: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The features' (n, d) clusters (n,) as umap10 and the mixture find them, each point's
+    nearest neighbours (n, UMAP_NEIGHBOURS), itself first, and the umap10 embedding (n, 10)."""
+    compact, _ = principal_components(features, seed)
+    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
+    with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
+        embedding = reduce("umap10", compact, graph, seed)
+        return clusterers(n_clusters, seed)["gmm"].fit_predict(embedding), graph[0], embedding
 
 
 def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray,
