@@ -177,8 +177,9 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert main_here(*flags) == 0
     captured = capsys.readouterr()
     assert not stderr_lines(captured.err), captured.err
-    assert "  epoch 1/2" not in captured.out  # each epoch's line: its loss, the share it is sure of
-    assert re.search(r"student epoch 2/2  loss \d\.\d{4}  confident [01]\.\d{4}  ", captured.out)
+    assert "  epoch 1/2" not in captured.out  # each epoch's line: its losses, the share it is sure of
+    assert re.search(r"student epoch 2/2  clusters_loss \d\.\d{4}  consistency_loss \d\.\d{4}  loss \d\.\d{4}  "
+                     r"confident [01]\.\d{4}  ", captured.out)
     assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
