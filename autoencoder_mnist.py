@@ -184,6 +184,12 @@ class Config:
         "--embed-train", action="store_true")
     student: int = option(0, "then a small convolutional network learns the training images' "
                           "clean clusters, EPOCHS epochs", type=at_least(0), metavar="EPOCHS")
+    consistency: bool = option(
+        False, "the student also learns every training image: where it gives an image's usual "
+        f"view a probability >= {SURE}, that cluster is the target of a harder view (FixMatch); "
+        "an epoch is then a pass over every training image", lambda c: c.consistency and not
+        c.student and "--consistency is a way for the student to learn; give --student EPOCHS",
+        action="store_true")
     pixel_twin: bool = option(
         False, "also run --embed-train's context and --student's stage on the raw pixels",
         lambda c: c.pixel_twin and not (c.embed_train or c.student) and "--pixel-twin repeats "
@@ -561,7 +567,8 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     print(f"  {clean.mean():.1%} of the training images have clean targets "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     student = build_student(n_clusters)
-    assigned = learn(student, images, np.where(clean, targets, -1), config.student).predict(
+    assigned = learn(student, images, np.where(clean, targets, -1), config.student,
+                     config.consistency).predict(
         images, batch_size=1024, verbose=0).argmax(axis=1)
     stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
              "kept": float(np.mean(assigned[clean] == targets[clean]))}
@@ -587,32 +594,40 @@ def training_targets(features: np.ndarray, n_clusters: int,
         return clusterers(n_clusters, seed)["gmm"].fit_predict(embedding), graph[0], embedding
 
 
-def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray,
-          epochs: int) -> keras.Model:
-    """Fit the student to the images (n, 28, 28, 1): each step learns BATCH // 2 images' targets
-    (n,), -1 where an image has none, and BATCH // 2 of all the images by consistency (FixMatch,
-    Sohn et al. 2020): where the student gives an image's usual view a probability >= SURE, that
-    cluster is the target of a harder view (strong_view). An epoch passes once over every image in
-    the consistency half and over the targets, drawn afresh, in the other. Adam's rate falls from
-    1e-3 to 0 along one cosine. Each epoch's line gives the share of every 30th image it is
-    confident of."""
+def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,
+          consistency: bool = False) -> keras.Model:
+    """Fit the student to the images' (n, 28, 28, 1) targets (n,), -1 where an image has none,
+    Adam's rate falling from 1e-3 to 0 along one cosine. With `consistency` (FixMatch, Sohn et al.
+    2020) each step learns BATCH // 2 images' targets and BATCH // 2 of all the images: where the
+    student gives an image's usual view a probability >= SURE, that cluster is the target of a
+    harder view (strong_view); an epoch passes once over every image in that half and over the
+    targets, drawn afresh, in the other. Each epoch's line gives the share of every 30th image it
+    is confident of."""
     import keras
 
+    known = np.flatnonzero(targets >= 0)
+    confident = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
+        confident=np.mean(student.predict(images[::30], BATCH, verbose=0).max(axis=1) >= CONFIDENT)))
+    if not consistency:
+        student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(1e-3, epochs * math.ceil(len(known) / BATCH))))
+        with signals_deferred() as stop_on_signal:
+            student.fit(images[known], targets[known], epochs=epochs, verbose=0, batch_size=BATCH,
+                        shuffle=True, callbacks=[stop_on_signal, confident,
+                                                 progress("student ", epochs, len(known))])
+        return student
     anything = keras.Input(shape=(28, 28, 1), name="any")
     harder = strong_view(anything)
     for layer in student.layers[2:]:  # the student's network, its own augmentation skipped
         harder = layer(harder)
     trainer = keras.Model([student.input, anything], {
-        "clusters": student.output, "consistency": consistency(student(anything), harder)})
+        "clusters": student.output, "consistency": consistency_loss(student(anything), harder)})
     steps = epochs * math.ceil(len(images) / (BATCH // 2))
     trainer.compile(loss={"clusters": "sparse_categorical_crossentropy",
                           "consistency": lambda _, loss: loss},
                     optimizer=keras.optimizers.Adam(
                         keras.optimizers.schedules.CosineDecay(1e-3, steps)))
-    known = np.flatnonzero(targets >= 0)
     paired = np.resize(np.random.permutation(known), len(images))
-    confident = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
-        confident=np.mean(student.predict(images[::30], BATCH, verbose=0).max(axis=1) >= CONFIDENT)))
     with signals_deferred() as stop_on_signal:
         trainer.fit([images[paired], images], {"clusters": targets[paired],
                                                "consistency": np.zeros(len(images), "float32")},
@@ -622,7 +637,7 @@ def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray,
     return student
 
 
-def consistency(usual: keras.KerasTensor, harder: keras.KerasTensor) -> keras.KerasTensor:
+def consistency_loss(usual: keras.KerasTensor, harder: keras.KerasTensor) -> keras.KerasTensor:
     """Per image, from its cluster probabilities (n, k) in the usual view and in a harder one: the
     cross-entropy of the harder view's against the cluster the usual view gives >= SURE, 0 where it
     gives none that much. The usual view is the target, not learned through."""

@@ -111,7 +111,7 @@ def test_consistency_teaches_the_harder_view_the_cluster_the_usual_view_is_sure_
                        [0.80, 0.10, 0.10],  # the harder view prefers 0: the target is still 1
                        [0.01, 0.01, 0.98],
                        [0.10, 0.10, 0.80]], "float32")
-    loss = numpy(am.consistency(usual, harder))
+    loss = numpy(am.consistency_loss(usual, harder))
     assert np.allclose(loss, [-np.log(0.5), -np.log(0.1), 0.0, 0.0], atol=1e-6)
     # The harder view (used in training only): a square of CUTOUT x CUTOUT pixels goes black
     # somewhere, here and there wholly inside the image's middle.
