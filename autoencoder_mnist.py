@@ -185,13 +185,12 @@ class Config:
     student: int = option(0, "then a small convolutional network learns the training images' "
                           "clean clusters, EPOCHS epochs", type=at_least(0), metavar="EPOCHS")
     consistency: bool = option(
-        False, "the student also learns every training image: where it gives an image's usual "
-        f"view a probability >= {SURE}, that cluster is the target of a harder view (FixMatch); "
-        "an epoch is then a pass over every training image", lambda c: c.consistency and not
+        False, f"the student also learns every image: a guess of >= {SURE}, the target of a "
+        "harder view (FixMatch)", lambda c: c.consistency and not
         c.student and "--consistency is a way for the student to learn; give --student EPOCHS",
         action="store_true")
     pixel_twin: bool = option(
-        False, "also run --embed-train's context and --student's stage on the raw pixels",
+        False, "repeat --embed-train and --student on the raw pixels",
         lambda c: c.pixel_twin and not (c.embed_train or c.student) and "--pixel-twin repeats "
         "--embed-train and --student on the pixels; give one of them", action="store_true")
     seed: int = option(0, "seed of everything random", type=at_least(0), metavar="N")
