@@ -101,12 +101,6 @@ NAMES = {"pixels": "pixels", "latent": "codes"}  # each kind of features, as the
 SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a sample this size
 AGREEMENT = 0.95  # a student's target is clean where this share of the image's neighbours share it
 CONFIDENT = 0.9  # the student is confident of an image it gives this probability (its epoch lines)
-# Consistency (learn): where the student gives an image's usual view a probability >= SURE, that
-# cluster is the target of a harder view, shifted more, rotated more and with a square cut out.
-# FixMatch's threshold; a view harder than this one (20% shift, 30 degrees, 10x10 cutout) cost
-# MNIST 0.003 in a first sketch: a digit must stay a digit (issue "Beyond digits").
-SURE = 0.95
-STRONG_SHIFT, STRONG_ROTATION, CUTOUT = 0.12, 20 / 360, 6
 # A student's row counts where it gives back this share of its clean targets. On validation (log
 # section 15) MNIST's students gave back 99.7-99.9%; Fashion-MNIST's, below their start, 97.5-99.0%.
 TRUSTED = 0.995
@@ -184,11 +178,6 @@ class Config:
         "--embed-train", action="store_true")
     student: int = option(0, "then a small convolutional network learns the training images' "
                           "clean clusters, EPOCHS epochs", type=at_least(0), metavar="EPOCHS")
-    consistency: bool = option(
-        False, f"the student also learns every image: a guess of >= {SURE}, the target of a "
-        "harder view (FixMatch)", lambda c: c.consistency and not
-        c.student and "--consistency is a way for the student to learn; give --student EPOCHS",
-        action="store_true")
     pixel_twin: bool = option(
         False, "repeat --embed-train and --student on the raw pixels",
         lambda c: c.pixel_twin and not (c.embed_train or c.student) and "--pixel-twin repeats "
@@ -566,8 +555,7 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     print(f"  {clean.mean():.1%} of the training images have clean targets "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     student = build_student(n_clusters)
-    assigned = learn(student, images, np.where(clean, targets, -1), config.student,
-                     config.consistency).predict(
+    assigned = learn(student, images[clean], targets[clean], config.student).predict(
         images, batch_size=1024, verbose=0).argmax(axis=1)
     stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
              "kept": float(np.mean(assigned[clean] == targets[clean]))}
@@ -593,72 +581,22 @@ def training_targets(features: np.ndarray, n_clusters: int,
         return clusterers(n_clusters, seed)["gmm"].fit_predict(embedding), graph[0], embedding
 
 
-def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,
-          consistency: bool = False) -> keras.Model:
-    """Fit the student to the images' (n, 28, 28, 1) targets (n,), -1 where an image has none,
-    Adam's rate falling from 1e-3 to 0 along one cosine. With `consistency` (FixMatch, Sohn et al.
-    2020) each step learns BATCH // 2 images' targets and BATCH // 2 of all the images: where the
-    student gives an image's usual view a probability >= SURE, that cluster is the target of a
-    harder view (strong_view); an epoch passes once over every image in that half and over the
-    targets, drawn afresh, in the other. Each epoch's line gives the share of every 30th image it
-    is confident of."""
+def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray,
+          epochs: int) -> keras.Model:
+    """Fit the student to the images' (n, 28, 28, 1) targets (n,), Adam's rate falling from 1e-3
+    to 0 along one cosine. Each epoch's line gives the share of every 30th image it is confident
+    of."""
     import keras
 
-    known = np.flatnonzero(targets >= 0)
+    steps = epochs * math.ceil(len(images) / BATCH)
+    student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     confident = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
         confident=np.mean(student.predict(images[::30], BATCH, verbose=0).max(axis=1) >= CONFIDENT)))
-    if not consistency:
-        student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(1e-3, epochs * math.ceil(len(known) / BATCH))))
-        with signals_deferred() as stop_on_signal:
-            student.fit(images[known], targets[known], epochs=epochs, verbose=0, batch_size=BATCH,
-                        shuffle=True, callbacks=[stop_on_signal, confident,
-                                                 progress("student ", epochs, len(known))])
-        return student
-    anything = keras.Input(shape=(28, 28, 1), name="any")
-    harder = strong_view(anything)
-    for layer in student.layers[2:]:  # the student's network, its own augmentation skipped
-        harder = layer(harder)
-    trainer = keras.Model([student.input, anything], {
-        "clusters": student.output, "consistency": consistency_loss(student(anything), harder)})
-    steps = epochs * math.ceil(len(images) / (BATCH // 2))
-    trainer.compile(loss={"clusters": "sparse_categorical_crossentropy",
-                          "consistency": lambda _, loss: loss},
-                    optimizer=keras.optimizers.Adam(
-                        keras.optimizers.schedules.CosineDecay(1e-3, steps)))
-    paired = np.resize(np.random.permutation(known), len(images))
     with signals_deferred() as stop_on_signal:
-        trainer.fit([images[paired], images], {"clusters": targets[paired],
-                                               "consistency": np.zeros(len(images), "float32")},
-                    epochs=epochs, verbose=0, batch_size=BATCH // 2, shuffle=True,
-                    callbacks=[stop_on_signal, confident,
-                               progress("student ", epochs, 2 * len(images))])
+        student.fit(images, targets, epochs=epochs, verbose=0, batch_size=BATCH, shuffle=True,
+                    callbacks=[stop_on_signal, confident, progress("student ", epochs, len(images))])
     return student
-
-
-def consistency_loss(usual: keras.KerasTensor, harder: keras.KerasTensor) -> keras.KerasTensor:
-    """Per image, from its cluster probabilities (n, k) in the usual view and in a harder one: the
-    cross-entropy of the harder view's against the cluster the usual view gives >= SURE, 0 where it
-    gives none that much. The usual view is the target, not learned through."""
-    from keras import ops
-
-    usual = ops.stop_gradient(usual)
-    chosen = ops.take_along_axis(harder, ops.argmax(usual, axis=1)[:, None], axis=1)[:, 0]
-    return ops.where(ops.max(usual, axis=1) >= SURE, -ops.log(ops.clip(chosen, 1e-7, 1.0)), 0.0)
-
-
-def strong_view(images: keras.KerasTensor) -> keras.KerasTensor:
-    """The images shifted by up to STRONG_SHIFT and rotated by up to STRONG_ROTATION, with a
-    square of CUTOUT pixels blacked out at a random place (DeVries and Taylor's cutout: a hole
-    moved by up to half the image, shifted in as 1s where it leaves)."""
-    from keras import layers, ops
-
-    hole = np.ones((28, 28, 1), "float32")
-    hole[14 - CUTOUT // 2:14 + (CUTOUT + 1) // 2, 14 - CUTOUT // 2:14 + (CUTOUT + 1) // 2] = 0
-    moved = layers.RandomTranslation(0.5, 0.5, fill_mode="constant", fill_value=1.0,
-                                     interpolation="nearest")(ops.ones_like(images) * hole)
-    view = layers.RandomTranslation(STRONG_SHIFT, STRONG_SHIFT, fill_mode="constant")(images)
-    return layers.RandomRotation(STRONG_ROTATION, fill_mode="constant")(view) * moved
 
 
 def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:

@@ -2,11 +2,10 @@
 benchmarks/epochs.py saved: which student learns the training images best.
 
     python benchmarks/stage_levers.py --models val20 --lever LEVER [--seeds 0 1 2] [--out OUT] \
-        -- [the models' flags] --student 6 [--consistency]
+        -- [the models' flags] --student 6
 
 LEVER is one of
-  none         the script's stage: a student learns the clean targets (train_for_clustering; with
-               --consistency after --, every training image too)
+  none         the script's stage: a student learns the clean targets (train_for_clustering)
   per-cluster  each cluster gives the same share of its images, those its neighbours agree on most
                (a threshold per cluster, at most AGREEMENT), so that no cluster is left thin
   overcluster  IIC's over-clustering head: beside its softmax of K, the student has one of 5K that
@@ -95,15 +94,13 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
             for cluster in range(data.n_clusters):
                 mine = targets == cluster
                 clean[mine] = shares[mine] >= min(am.AGREEMENT, np.quantile(shares[mine], 1 - share))
-        student = am.learn(am.build_student(data.n_clusters), data.x_train, np.where(clean, targets, -1),
-                           config.student, config.consistency)
+        student = am.learn(am.build_student(data.n_clusters), data.x_train[clean], targets[clean], config.student)
         learned = float(clean.mean())
         if lever == "rounds":
             probabilities = student.predict(data.x_train, batch_size=1024, verbose=0)
             confident = probabilities.max(axis=1) >= am.CONFIDENT
-            student = am.learn(am.build_student(data.n_clusters), data.x_train,
-                               np.where(confident, probabilities.argmax(axis=1), -1), config.student,
-                               config.consistency)
+            student = am.learn(am.build_student(data.n_clusters), data.x_train[confident],
+                               probabilities.argmax(axis=1)[confident], config.student)
             learned = float(confident.mean())
     assigned = student.predict(data.x_train, batch_size=1024, verbose=0).argmax(axis=1)
     probabilities = student.predict(data.x_test, batch_size=1024, verbose=0)

@@ -175,7 +175,6 @@ BAD_FLAGS = {
     "too few training images for the student": (["--student", "1", "--train-size", "50"],
                                                  "use --train-size 100 or more"),
     "a pixel twin of nothing": (["--pixel-twin"], "--pixel-twin repeats --embed-train and --student"),
-    "consistency without a student": (["--consistency"], "--consistency is a way for the student to learn"),
     "one cluster": (["--clusters", "1"], "1 must be 2 or more"),
     "noise that is not a number": (["--noise", "nan"], "'nan' is not a number"),
 }

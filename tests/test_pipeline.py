@@ -136,8 +136,7 @@ def test_saved_encoder_takes_images_as_the_file_stores_them_and_gives_the_runs_c
 def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept_the_earlier_results(
         small_run, tmp_path, capsys, monkeypatch):
     out, earlier = earlier_results(small_run, tmp_path / "rescored")
-    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--student", "1", "--consistency", "--pixel-twin",
-             "--out", out]
+    flags = [*SMALL, "--reuse-model", small_run, "--embed-train", "--student", "1", "--pixel-twin", "--out", out]
     # On a disk that takes no file over 100 kB, as on a full one: the first output, autoencoder.keras,
     # cannot be written. One line; the earlier results whole, nothing half-written beside them.
     # (Python ignores SIGXFSZ, so a write past the limit raises.)
@@ -178,14 +177,13 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert main_here(*flags) == 0
     captured = capsys.readouterr()
     assert not stderr_lines(captured.err), captured.err
-    assert "  epoch 1/2" not in captured.out  # each epoch's line: its losses, the share it is sure of
-    assert re.search(r"student epoch 1/1  clusters_loss \d\.\d{4}  consistency_loss \d\.\d{4}  loss \d\.\d{4}  "
-                     r"confident [01]\.\d{4}  ", captured.out)
+    assert "  epoch 1/2" not in captured.out  # each epoch's line: its loss, the share it is sure of
+    assert re.search(r"student epoch 1/1  loss \d\.\d{4}  confident [01]\.\d{4}  ", captured.out)
     assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
     assert codes.shape == (1000, 1568) and np.array_equal(pixels, data.x_train.reshape(1000, 784))
-    assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 1 and config.consistency
+    assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 1
     assert all(a is b for a, b in zip(same, (images, n_clusters, config)))
     scored = {image.tobytes() for image in data.x_test}
     assert not any(image.tobytes() in scored for image in images)

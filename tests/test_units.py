@@ -102,28 +102,6 @@ def test_student_is_a_small_conv_network_that_sees_augmented_images_in_training_
     assert np.array_equal(numpy(augment(images, training=False)), images)
 
 
-def test_consistency_teaches_the_harder_view_the_cluster_the_usual_view_is_sure_of():
-    usual = np.array([[0.97, 0.02, 0.01],   # sure of cluster 0
-                      [0.01, 0.96, 0.03],   # sure of cluster 1
-                      [0.60, 0.30, 0.10],   # not sure (under SURE, 0.95): no target
-                      [0.94, 0.05, 0.01]], "float32")
-    harder = np.array([[0.50, 0.25, 0.25],
-                       [0.80, 0.10, 0.10],  # the harder view prefers 0: the target is still 1
-                       [0.01, 0.01, 0.98],
-                       [0.10, 0.10, 0.80]], "float32")
-    loss = numpy(am.consistency_loss(usual, harder))
-    assert np.allclose(loss, [-np.log(0.5), -np.log(0.1), 0.0, 0.0], atol=1e-6)
-    # The harder view (used in training only): a square of CUTOUT x CUTOUT pixels goes black
-    # somewhere, here and there wholly inside the image's middle.
-    import keras
-
-    images = np.ones((256, 28, 28, 1), "float32")
-    inputs = keras.Input((28, 28, 1))
-    view = keras.Model(inputs, am.strong_view(inputs))
-    holes = (numpy(view(images, training=True))[:, 8:20, 8:20, 0] == 0).sum(axis=(1, 2))
-    assert holes.max() == am.CUTOUT ** 2 and 0 < np.mean(holes == am.CUTOUT ** 2) < 0.5
-
-
 def test_clean_targets_are_those_their_neighbours_share():
     # Six points in two groups; point 2 is in the first group but carries the second group's target.
     targets = np.array([0, 0, 1, 1, 1, 1])
