@@ -101,9 +101,10 @@ def run_seeds(commands: dict[int, list[str]], jobs: int, logs: dict[int, Path] |
 
 
 def spread(values: list[float], digits: int = 3) -> str:
-    """Mean +- sample standard deviation (n - 1; nan for one value)."""
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
+    """Mean +- sample standard deviation (n - 1); one value alone, as it is."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
 
 
 def summary(title: str, command: str, split: str, seeds: list[int], key_columns: tuple[str, ...],
