@@ -68,16 +68,13 @@ def small_run(tmp_path_factory) -> Path:
         written = native.read().decode() + python_lines.getvalue()
     assert status == 0, written
     assert not stderr_lines(written), "a good run wrote to stderr:\n" + written
-    start_background()
     return out
 
 
-# Runs of the command in a process of their own that no test's state feeds, read by their tests.
-# They start as the small run ends: beside it they slowed the session's first run, after it they use
-# the core that the tests in this process, mostly one thread, leave free. Name -> (process, its
-# output folder, what it printed: its stdout once it ended).
+# Runs of the command in a process of their own that no test's state feeds: started as the session
+# starts, beside the tests that run in this process, and read by their tests. Name -> (process,
+# its output folder, what it printed: its stdout once it ended).
 BACKGROUND = {}
-WANTED = []  # the names of those the collected tests read
 JAX_RUN = ["--recipe", "headline", "--epochs", "2", "--train-size", "500", "--test-size", "100"]
 EARLIER = "metrics.json"  # in the Ctrl-C run's --out: an earlier run's results, to stay untouched
 
@@ -110,26 +107,11 @@ def compile_umap_once() -> None:
 
 def pytest_collection_modifyitems(session, config, items):
     names = {item.name for item in items}
-    WANTED.extend(name for name, test in (
-        ("jax", "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr"),
-        ("ctrl-c", "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results"))
-        if test in names)
-    if WANTED:
+    if names & {"test_the_headline_recipe_runs_on_jax_with_a_silent_stderr",
+                "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results"}:
         compile_umap_once()
-
-
-def background(name: str) -> tuple:
-    """The background run `name`, started now if the small run has not started it."""
-    start_background()
-    return BACKGROUND[name]
-
-
-def start_background() -> None:
-    """Start the background runs that the collected tests read, once."""
-    if BACKGROUND or not WANTED:
-        return
     folder = Path(tempfile.mkdtemp(prefix="background-runs-"))
-    if "jax" in WANTED:
+    if "test_the_headline_recipe_runs_on_jax_with_a_silent_stderr" in names:
         # In its place on the path a stand-in for TensorFlow leaves a mark if anything imports it.
         (folder / "stand-in" / "tensorflow").mkdir(parents=True)
         (folder / "stand-in" / "tensorflow" / "__init__.py").write_text(
@@ -139,7 +121,7 @@ def start_background() -> None:
             [sys.executable, str(SCRIPT), *JAX_RUN, "--out", str(folder / "jax")], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax", "PYTHONPATH": path}
         ), folder / "jax", []
-    if "ctrl-c" in WANTED:
+    if "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results" in names:
         (folder / "ctrl-c").mkdir()
         (folder / "ctrl-c" / EARLIER).write_text("{}")
         # A terminal delivers Ctrl-C to a foreground job whose SIGINT is at its default. Set it so: a

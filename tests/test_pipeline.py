@@ -1,8 +1,8 @@
 """End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume.
 
 Three cold starts of the command, in processes of their own: a run stopped by Ctrl-C (in a process
-group of its own, as a terminal's Ctrl-C needs) and a run on JAX, both started as the small run ends,
-beside the other tests (conftest.background), and one killed by SIGKILL. Every other run calls the script's
+group of its own, as a terminal's Ctrl-C needs) and a run on JAX, both started with the session beside
+the other tests (conftest.BACKGROUND), and one killed by SIGKILL. Every other run calls the script's
 main() in this process, sharing one TensorFlow start and one pool of worker processes."""
 import json
 import math
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import EARLIER, REPO, SCRIPT, SMALL, background, main_here, script_env, stderr_lines
+from conftest import BACKGROUND, EARLIER, REPO, SCRIPT, SMALL, main_here, script_env, stderr_lines
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import epochs  # noqa: E402
@@ -322,10 +322,10 @@ def test_sigterm_in_training_keeps_old_results_and_resume_finishes_the_same_whil
 
 
 def test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results():
-    # The command, started as the small run ended (conftest.background), pressed Ctrl-C as the workers
+    # The command, started with the session (conftest.BACKGROUND), pressed Ctrl-C as the workers
     # began t-SNE. Stopping the worker pool once waited for ever on tasks still in its pipe (the
     # timeout fails this test if the run hangs). The workers get Ctrl-C too, and stay silent.
-    process, out, printed = background("ctrl-c")
+    process, out, printed = BACKGROUND["ctrl-c"]
     stdout, stderr = process.communicate(timeout=300)
     lines = stderr_lines(stderr)
     assert any(line.strip().startswith("t-SNE to 2-D") for line in printed), "".join(printed) + stdout
@@ -430,16 +430,21 @@ def test_a_run_killed_by_sigkill_leaves_a_staging_folder_that_the_next_run_remov
             break
     process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL and len(list(out.glob(".partial-*"))) == 1
-    # The next run into the folder takes the lock the dead run held, and clears what it left.
+    # The next run into the folder takes the lock the dead run held, and clears what it left. Its
+    # Ctrl-C comes as a terminal's does, whether or not the harness started pytest with SIGINT ignored.
     monkeypatch.setattr(am, "import_stack", lambda: os.kill(os.getpid(), signal.SIGINT))
-    assert main_here(*SMALL, "--out", out) == 130
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main_here(*SMALL, "--out", out) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not list(out.glob(".partial-*")) and (out / am.LOCK).is_file()
 
 
 def test_the_headline_recipe_runs_on_jax_with_a_silent_stderr():
     # Keras 3 runs the same models on another backend, here N2D's dense denoising autoencoder;
-    # TensorFlow is then never imported. The run started as the small run ended (conftest.background).
-    process, out, _ = background("jax")
+    # TensorFlow is then never imported. The run started with the session (conftest.BACKGROUND).
+    process, out, _ = BACKGROUND["jax"]
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0 and not stderr_lines(stderr), stderr
     assert not (out.parent / "tensorflow-imported").exists(), "TensorFlow was imported under JAX"
