@@ -2,7 +2,7 @@
 back to back.
 
     python benchmarks/speed.py [--repeats 2] [--epochs 20] [--data data/mnist.npz] \
-        [--runs default headline student]
+        [--runs default headline student] [--out speed.md]
 
 Each round runs the baseline, then each of --runs (by default the default run and the headline
 recipe, `--recipe headline` with its own 50 epochs; `student` is that recipe), one at a
@@ -13,11 +13,13 @@ Training FLOP/s counts the training stage's seconds, which include compiling and
 over the test set, so it is a slight underestimate. `seed_baseline.py` beside this file is the seed
 README written literally (a copy of the project's yardstick). `--epochs` sets the baseline's and the
 default run's epochs; the headline recipe keeps its own. The machine's speed drifts, so only ratios of
-interleaved runs mean anything.
+interleaved runs mean anything. --out writes the same report, headed by the command and the CPU, to a
+file: the README's ratio is read from one (tests/test_published_numbers.py).
 """
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SCRIPT.parent / "data" / "mnist.npz")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=["default", "headline"],
                         help="the project's runs timed against the baseline (default: default headline)")
+    parser.add_argument("--out", type=Path, help="a markdown file for the report, headed by the command and CPU")
     args = parser.parse_args()
     if args.repeats < 1 or args.epochs < 1:
         parser.error("--repeats and --epochs must be 1 or more")
@@ -135,16 +138,22 @@ def main() -> None:
     def median(values) -> float:
         return statistics.median(list(values))
 
-    print(f"\n{args.repeats} rounds; baseline and default run {args.epochs} epochs, {n_train:,} training images")
+    report = []
+
+    def say(line: str) -> None:
+        print(line)
+        report.extend(line.split("\n"))
+
+    say(f"\n{args.repeats} rounds; baseline and default run {args.epochs} epochs, {n_train:,} training images")
     for name in recipes:
-        print(f"\n{name} run against the baseline")
-        print(f"{'stage':<16}{'baseline s':>12}{name + ' s':>14}{'median ratio':>14}")
+        say(f"\n{name} run against the baseline")
+        say(f"{'stage':<16}{'baseline s':>12}{name + ' s':>14}{'median ratio':>14}")
         for stage in STAGES:
-            print(f"{stage:<16}{median(runs['baseline'][stage] for runs, _ in rounds):>12.1f}"
-                  f"{median(runs[name][stage] for runs, _ in rounds):>14.1f}"
-                  f"{median(runs[name][stage] / runs['baseline'][stage] for runs, _ in rounds):>14.2f}")
+            say(f"{stage:<16}{median(runs['baseline'][stage] for runs, _ in rounds):>12.1f}"
+                f"{median(runs[name][stage] for runs, _ in rounds):>14.1f}"
+                f"{median(runs[name][stage] / runs['baseline'][stage] for runs, _ in rounds):>14.2f}")
         stages = rounds[0][0][name]["stages after training"]
-        print("  after training, median s: " + ", ".join(
+        say("  after training, median s: " + ", ".join(
             f"{stage} {median(runs[name]['stages after training'][stage] for runs, _ in rounds):.1f}"
             for stage in stages))
     for name in ("baseline", *recipes):
@@ -163,7 +172,25 @@ def main() -> None:
             line += "; latent ACC / NMI: " + ", ".join(
                 f"{row} {median(result['rows'][row][0] for result in results):.3f} / "
                 f"{median(result['rows'][row][1] for result in results):.3f}" for row in results[0]["rows"])
-        print(line)
+        say(line)
+    if args.out:
+        command = " ".join(["python benchmarks/speed.py", *sys.argv[1:]])
+        args.out.write_text(f"# Speed against the seed's pipeline: `{command}`\n\nCPU: {cpu_name()}, "
+                            f"{os.cpu_count()} cores, each run at its default threads\n\n```\n"
+                            + "\n".join(report).strip() + "\n```\n")
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has AVX-512 and bfloat16 or AMX units (Linux; else the platform's)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [unit for unit, flag in (("AVX-512", "avx512f"), ("AVX512_BF16", "avx512_bf16"), ("AMX", "amx_tile"))
+             if flag in flags]
+    return f"{name} ({', '.join(units) or 'AVX2 at most, no AVX-512'})"
 
 
 if __name__ == "__main__":

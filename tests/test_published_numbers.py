@@ -67,3 +67,13 @@ def test_the_readmes_backend_ratios_repeat_their_summary():
     expected = [rows[backend, seed]["against tensorflow"].removesuffix("x")
                 for backend in ("torch", "jax") for seed in seeds]
     assert list(stated.group(1, 2, 3, 4)) == expected
+
+
+def test_the_readmes_speed_ratio_repeats_its_report():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    stated = re.search(r"and (\d\.\d\d)x on an ([^,(]+?), where[^]]*\]\((docs/results/speed/[^)]+\.md)\)", readme)
+    assert stated, "the README's sentence on the student's time moved; keep it checked here"
+    report = (REPO / stated.group(3)).read_text()
+    assert stated.group(2).split()[0] in report.splitlines()[2]  # the CPU the report names
+    ratio = re.search(r"^whole run +[\d.]+ +[\d.]+ +(\d\.\d\d)$", report, re.MULTILINE).group(1)
+    assert stated.group(1) == ratio and "student run against the baseline" in report
