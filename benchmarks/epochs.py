@@ -39,7 +39,8 @@ def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
     from threadpoolctl import threadpool_limits
 
     am.set_seed(config.seed)
-    autoencoder, encoder = am.build_autoencoder(config.bottleneck, config.architecture, config.noise)
+    autoencoder, encoder = am.build_autoencoder(config.bottleneck, config.architecture, config.noise,
+                                                config.precision)
     checkpoint.mkdir(exist_ok=True)
     seconds = done[-1]["training_seconds"] if done else 0.0
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):

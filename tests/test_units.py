@@ -84,6 +84,25 @@ def test_noise_corrupts_the_training_input_only():
     assert not np.allclose(numpy(autoencoder(images, training=True)), clean, atol=1e-3)
 
 
+def test_bfloat16_computes_the_hidden_layers_and_keeps_codes_reconstructions_and_weights_float32():
+    images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    for bottleneck, architecture in ((0, "conv"), (10, "conv"), (10, "dense")):
+        autoencoder, encoder = am.build_autoencoder(bottleneck, architecture, 0.2, "bfloat16")
+        decoder = autoencoder.get_layer("decoder")
+        # Every layer with weights computes in bfloat16 but those that make the code (the bottleneck's
+        # Dense, or the seed's last pooling) and the reconstruction.
+        for model in (encoder, decoder):
+            weighted = [layer.dtype_policy.compute_dtype for layer in model.layers if layer.weights]
+            assert weighted[:-1] == ["bfloat16"] * (len(weighted) - 1) and len(weighted) > 1, (architecture, model.name)
+        assert encoder.layers[-1].dtype_policy.compute_dtype == "float32"
+        assert [layer for layer in decoder.layers if layer.weights][-1].dtype_policy.compute_dtype == "float32"
+        assert encoder.output.dtype == autoencoder.output.dtype == "float32"
+        assert {weight.dtype for weight in autoencoder.weights} == {"float32"}
+        assert numpy(encoder(images)).dtype == numpy(autoencoder(images)).dtype == np.float32
+    # Where the default builds the seed's model, float32 throughout.
+    assert {layer.dtype_policy.name for layer in am.build_autoencoder()[0].layers[1:]} == {"float32"}
+
+
 def test_student_is_a_small_conv_network_that_sees_augmented_images_in_training_only():
     student = am.build_student(10)
     kinds = [type(layer).__name__ for layer in student.layers]
