@@ -2,19 +2,21 @@
 back to back.
 
     python benchmarks/speed.py [--repeats 2] [--epochs 20] [--data data/mnist.npz] \
-        [--runs default headline student] [--out speed.md]
+        [--runs default headline student] [--out speed.md] [-- FLAGS]
 
 Each round runs the baseline, then each of --runs (by default the default run and the headline
-recipe, `--recipe headline` with its own 50 epochs; `student` is that recipe), one at a
-time on the same data (on 2 cores, two runs at once would slow each other), and the rounds repeat. It prints the median ratio run / baseline over the rounds for the whole run and for each
-stage, where the time after training goes, the training FLOP/s of the seed's model as a share of a
-float32 matrix multiply measured in the same round, and each run's peak memory, test BCE and scores.
-Training FLOP/s counts the training stage's seconds, which include compiling and each epoch's pass
-over the test set, so it is a slight underestimate. `seed_baseline.py` beside this file is the seed
-README written literally (a copy of the project's yardstick). `--epochs` sets the baseline's and the
-default run's epochs; the headline recipe keeps its own. The machine's speed drifts, so only ratios of
-interleaved runs mean anything. --out writes the same report, headed by the command and the CPU, to a
-file: the README's ratio is read from one (tests/test_published_numbers.py).
+recipe, `--recipe headline` with its own 50 epochs; `student` is that recipe), one at a time on the
+same data (on 2 cores, two runs at once would slow each other), and the rounds repeat. It prints the
+median ratio run / baseline over the rounds for the whole run and for each stage, where the time
+after training goes, the training FLOP/s of the seed's model as a share of a float32 matrix multiply
+measured in the same round, and each run's peak memory, test BCE and scores. Training FLOP/s counts
+the training stage's seconds, which include compiling and each epoch's pass over the test set, so it
+is a slight underestimate. `seed_baseline.py` beside this file is the seed README written literally
+(a copy of the project's yardstick). `--epochs` sets the baseline's and the default run's epochs;
+the headline recipe keeps its own. The machine's speed drifts, so only ratios of interleaved runs
+mean anything. Flags after `--` go to each of the project's runs (for instance `-- --precision
+bfloat16`), not to the baseline. --out writes the same report, headed by the command and the CPU, to
+a file: the README's ratio is read from one (tests/test_published_numbers.py).
 """
 import argparse
 import json
@@ -113,15 +115,22 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=["default", "headline"],
                         help="the project's runs timed against the baseline (default: default headline)")
     parser.add_argument("--out", type=Path, help="a markdown file for the report, headed by the command and CPU")
+    parser.add_argument("flags", nargs="*", help="flags for each of the project's runs, after --")
     args = parser.parse_args()
     if args.repeats < 1 or args.epochs < 1:
         parser.error("--repeats and --epochs must be 1 or more")
     if not args.data.is_file():
         parser.error(f"--data {args.data} is not a file; give the path of an mnist.npz")
 
+    recipes = {name: [*(["--epochs", str(args.epochs)] if name == "default" else ["--recipe", name]), *args.flags]
+               for name in args.runs}
+    sys.path.insert(0, str(SCRIPT.parent))
+    import autoencoder_mnist
+
+    for flags in recipes.values():  # a bad flag stops here, not after the first baseline
+        autoencoder_mnist.parse_config(flags)
     n_train = len(np.load(args.data)["y_train"])
     flops_per_image = training_flops_per_image()
-    recipes = {name: ["--epochs", str(args.epochs)] if name == "default" else ["--recipe", name] for name in args.runs}
     rounds = []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
