@@ -68,17 +68,13 @@ def small_run(tmp_path_factory) -> Path:
         written = native.read().decode() + python_lines.getvalue()
     assert status == 0, written
     assert not stderr_lines(written), "a good run wrote to stderr:\n" + written
-    for start in AFTER_SMALL_RUN:
-        start()
     return out
 
 
 # Runs of the command in a process of their own that no test's state feeds: started as the session
-# starts, or (AFTER_SMALL_RUN) once the small run is done, where they would slow it, beside the tests
-# that run in this process, and read by their tests. Name -> (process, its output folder, what it
-# printed: its stdout once it ended).
-BACKGROUND, AFTER_SMALL_RUN = {}, []
-FLOATS = "test_the_same_images_unlabelled_as_floats_give_the_labelled_runs_clusters_scored_without_labels"
+# starts, beside the tests that run in this process, and read by their tests. Name -> (process,
+# its output folder, what it printed: its stdout once it ended).
+BACKGROUND = {}
 JAX_RUN = ["--recipe", "headline", "--epochs", "2", "--train-size", "500", "--test-size", "100"]
 EARLIER = "metrics.json"  # in the Ctrl-C run's --out: an earlier run's results, to stay untouched
 
@@ -138,23 +134,6 @@ def pytest_collection_modifyitems(session, config, items):
         printed = []
         threading.Thread(target=ctrl_c_at, args=(process, "t-SNE to 2-D", printed), daemon=True).start()
         BACKGROUND["ctrl-c"] = process, folder / "ctrl-c", printed
-    if FLOATS in names:
-        AFTER_SMALL_RUN.append(lambda: start_floats_run(folder))
-
-
-def start_floats_run(folder: Path) -> None:
-    """SMALL's images stored as floats in [0, 1] without labels (unlabelled.npz), and the command
-    on them with --clusters 10: BACKGROUND["floats"]."""
-    import numpy as np
-
-    import autoencoder_mnist as am
-
-    data = am.load_data(am.parse_config(SMALL))
-    np.savez(folder / "unlabelled.npz", x_train=data.x_train[..., 0], x_test=data.x_test[..., 0])
-    BACKGROUND["floats"] = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--epochs", "2", "--data", str(folder / "unlabelled.npz"), "--clusters", "10",
-         "--out", str(folder / "floats")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=script_env()), folder / "floats", []
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,10 +1,9 @@
 """End to end: the real command on a small sample, its outputs, reproducibility, interruption, resume.
 
-Four cold starts of the command, in processes of their own: a run stopped by Ctrl-C (in a process
+Three cold starts of the command, in processes of their own: a run stopped by Ctrl-C (in a process
 group of its own, as a terminal's Ctrl-C needs) and a run on JAX, both started with the session beside
-the other tests, a run on unlabelled floats, started as the small run ends (conftest.BACKGROUND), and
-one killed by SIGKILL. Every other run calls the script's main() in this process, sharing one
-TensorFlow start and one pool of worker processes."""
+the other tests (conftest.BACKGROUND), and one killed by SIGKILL. Every other run calls the script's
+main() in this process, sharing one TensorFlow start and one pool of worker processes."""
 import json
 import math
 import os
@@ -387,36 +386,37 @@ def test_epochs_benchmark_stopped_and_continued_and_refined_scores_as_the_script
 
 
 def test_the_same_images_unlabelled_as_floats_give_the_labelled_runs_clusters_scored_without_labels(
-        small_run, capsys):
+        small_run, tmp_path, capsys):
     # SMALL's images, stored as floats in [0, 1] without labels: the same images, the same seed, so
     # the same model and the same clusters in every row as the small run's; scored without labels.
-    # The command ran in a process of its own, started as the small run ended (conftest.BACKGROUND).
-    process, out, _ = BACKGROUND["floats"]
-    flags = ["--epochs", "2", "--data", out.parent / "unlabelled.npz", "--out", out.parent / "none"]
+    data = am.load_data(am.parse_config(SMALL))
+    images = {"x_train": data.x_train[..., 0], "x_test": data.x_test[..., 0]}
+    np.savez(tmp_path / "unlabelled.npz", **images)
+    flags = ["--epochs", "2", "--data", tmp_path / "unlabelled.npz", "--out", tmp_path / "none"]
     assert main_here(*flags) == 2
     assert stderr_lines(capsys.readouterr().err) == [
         "error: the data has no labels (y_test): give --clusters K, the number of clusters to find"]
-    assert not (out.parent / "none").exists()
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0 and not stderr_lines(stderr), stderr
-    labelled, unlabelled = (json.loads((run / "metrics.json").read_text()) for run in (small_run, out))
+    assert main_here(*flags, "--clusters", "10") == 0
+    assert not stderr_lines(capsys.readouterr().err)
+    labelled, unlabelled = (json.loads((out / "metrics.json").read_text()) for out in (small_run, tmp_path / "none"))
     assert unlabelled["data"]["scaling"] == "floats in [0, 1], taken as they are" and not unlabelled["data"]["labelled"]
     assert unlabelled["history"] == {**labelled["history"], "images_per_second": unlabelled["history"][
         "images_per_second"]}, "the same images and seed train the same model"
-    with np.load(small_run / "codes.npz") as first, np.load(out / "codes.npz") as second:
+    with np.load(small_run / "codes.npz") as first, np.load(tmp_path / "none" / "codes.npz") as second:
         assert sorted(set(first) - set(second)) == ["labels"] and second["indices"].tolist() == list(range(300))
         for name in set(second) - {"indices"}:  # positions in its own file, which holds the sample alone
             assert np.array_equal(first[name], second[name]), name
     for row, twin in zip(labelled["clustering"], unlabelled["clustering"]):
         assert set(twin) == {"features", "reduction", "clusterer", "silhouette", "seconds"}, twin
         assert twin["silhouette"] == row["silhouette"]
-    assert not (out / "confusion.png").exists() and (out / "clusters.png").is_file()
-    assert "no labels given, so no ARI, NMI or ACC" in (out / "report.md").read_text()
+    assert not (tmp_path / "none" / "confusion.png").exists() and (tmp_path / "none" / "clusters.png").is_file()
+    assert "no labels given, so no ARI, NMI or ACC" in (tmp_path / "none" / "report.md").read_text()
     # The saved encoder takes the floats as the file stores them.
     import keras
 
-    with np.load(out / "codes.npz") as saved, np.load(out.parent / "unlabelled.npz") as images:
-        codes = keras.saving.load_model(out / "encoder.keras").predict(images["x_test"][saved["indices"]], verbose=0)
+    with np.load(tmp_path / "none" / "codes.npz") as saved:
+        codes = keras.saving.load_model(tmp_path / "none" / "encoder.keras").predict(
+            images["x_test"][saved["indices"]], verbose=0)
         assert np.allclose(codes, saved["codes"], atol=1e-5)
 
 
