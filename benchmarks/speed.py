@@ -36,13 +36,12 @@ SCRIPT = HERE.parent / "autoencoder_mnist.py"
 BASELINE = HERE / "seed_baseline.py"
 STAGES = ("whole run", "imports", "train", "after training")
 RUNS = ("default", "headline", "student")
+sys.path.insert(0, str(SCRIPT.parent))
+import autoencoder_mnist  # noqa: E402
 
 
 def training_flops_per_image() -> float:
     """Forward and backward FLOPs for one training image: 3x the forward pass's 2 x multiply-adds."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    import autoencoder_mnist
-
     autoencoder_mnist.import_stack()
     autoencoder, _ = autoencoder_mnist.build_autoencoder()
     multiply_adds = 0
@@ -124,9 +123,6 @@ def main() -> None:
 
     recipes = {name: [*(["--epochs", str(args.epochs)] if name == "default" else ["--recipe", name]), *args.flags]
                for name in args.runs}
-    sys.path.insert(0, str(SCRIPT.parent))
-    import autoencoder_mnist
-
     for flags in recipes.values():  # a bad flag stops here, not after the first baseline
         autoencoder_mnist.parse_config(flags)
     n_train = len(np.load(args.data)["y_train"])
