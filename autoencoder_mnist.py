@@ -788,8 +788,9 @@ def plot_clusters(data: Dataset, shown: Clustering, split: str, path: Path, n: i
             ax.add_patch(plt.Rectangle((slot * column - 0.5, -0.5), 28, 28, fill=False, lw=1,
                                        edgecolor="crimson" if mistaken else "silver"))
             if mistaken:
-                ax.text(slot * column + 14, -2, data.name(labels[index]).removeprefix(noun + " "),
-                        fontsize=7, color="crimson", ha="center", va="bottom")
+                name = data.name(labels[index]).removeprefix(noun + " ")
+                ax.text(slot * column + 14, -2, name, color="crimson", ha="center", va="bottom",
+                        fontsize=min(7, 56 / len(name)))  # within its image's width
         if labels is not None and not len(wrong):
             ax.text(slot * (n + 1), 14, f"no image of another {noun}", fontsize=8, va="center")
         ax.imshow(strip, cmap="gray_r", vmin=0, vmax=1)
