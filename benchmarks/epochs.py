@@ -1,7 +1,7 @@
 """Score the clustering embedding after each of several epoch counts, over seeds: how many epochs the
 autoencoder needs.
 
-    python benchmarks/epochs.py [--at 10 15 20 30 50] [--seeds 0 1 2] [--jobs 1] [--out epochs] \
+    python benchmarks/epochs.py [--at 10 15 20 30 50] [--seeds 0 1 2] [--jobs 1] [--out epochs] [--mirror] \
         -- [flags for the script, without --epochs]
 
 Each seed trains one model with the script's own data, model and training (its flags after `--`;
@@ -27,12 +27,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 import common
 from common import am
 
 
-def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
-    """Train one seed's model, scoring it after each count of epochs; a line per count in OUT/seed-N.jsonl."""
+def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool = False) -> None:
+    """Train one seed's model, scoring it after each count of epochs; a line per count in OUT/seed-N.jsonl.
+    With `mirror` it trains on the training images and their mirror images (left and right swapped)."""
     log, checkpoint = out / f"seed-{config.seed}.jsonl", out / f"seed-{config.seed}-checkpoint"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     data = common.load_for_seed(config)
@@ -45,7 +48,8 @@ def score_counts(config: am.Config, counts: list[int], out: Path) -> None:
     seconds = done[-1]["training_seconds"] if done else 0.0
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):
         start = time.perf_counter()
-        history = am.train(autoencoder, data, count, checkpoint, config.seed)
+        seen = replace(data, x_train=np.concatenate([data.x_train, data.x_train[:, :, ::-1]])) if mirror else data
+        history = am.train(autoencoder, seen, count, checkpoint, config.seed)
         seconds += time.perf_counter() - start
         start = time.perf_counter()
         name, points, graph = common.clustering_space(encoder, data, config)
@@ -82,6 +86,9 @@ def main() -> None:
     arguments = common.parser(__doc__.split("\n\n")[0], out="epochs")
     arguments.add_argument("--at", type=int, nargs="+", default=[10, 15, 20, 30, 50],
                            help="epoch counts to score at (default: 10 15 20 30 50)")
+    arguments.add_argument("--mirror", action="store_true",
+                           help="train on the training images and their mirror images, twice the images an epoch "
+                                "(an invariance of clothes, not of digits); scored as usual")
     arguments.add_argument("--one-seed", action="store_true", help=argparse.SUPPRESS)  # a seed's own process
     args, base = common.parse(arguments, own=("--epochs", "--seed", "--out", "--resume", "--reuse-model"))
     if min(args.at) < 1:
@@ -91,9 +98,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.one_seed:
         with common.bad_input_exits():
-            score_counts(replace(base, seed=args.seeds[0]), counts, args.out)
+            score_counts(replace(base, seed=args.seeds[0]), counts, args.out, args.mirror)
         return
-    own = ["--at", *map(str, counts), "--out", str(args.out), "--", *args.flags]
+    own = ["--at", *map(str, counts), "--out", str(args.out), *(["--mirror"] if args.mirror else []), "--", *args.flags]
     try:
         common.run_seeds({seed: [sys.executable, __file__, "--one-seed", "--seeds", str(seed), *own]
                           for seed in args.seeds}, args.jobs)

@@ -1,5 +1,6 @@
 """Unit tests: the seed's architecture, the bottleneck, dense and noise options, the
-clustering accuracy, the data loader, and which seeds benchmarks/seeds.py runs."""
+clustering accuracy, the data loader, which seeds benchmarks/seeds.py runs, and two pieces of
+benchmarks/stage_levers.py (the label-free matching of two clusterings, SCAN's balance term)."""
 import gzip
 import json
 import sys
@@ -14,6 +15,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))
 import fashion_mnist  # noqa: E402
 import seeds  # noqa: E402
+import stage_levers  # noqa: E402
 
 
 def test_architecture_is_the_seeds_layer_by_layer():
@@ -129,6 +131,30 @@ def test_clean_targets_are_those_their_neighbours_share():
     assert shares.tolist() == [0.5, 0.5, 0.0, 1.0, 1.0, 1.0]
     # The mislabelled point is not clean, nor are its neighbours at the 95% the recipe asks; the other group is.
     assert (shares >= 0.95).tolist() == [False, False, False, True, True, True]
+
+
+def test_two_clusterings_are_matched_by_their_overlap_without_a_label():
+    # The start numbers the groups 0, 1, 2 where the student numbers them 2, 0, 1; one image of each
+    # disagrees, which leaves the matching as it is.
+    start = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    student = np.array([2, 2, 0, 0, 0, 1, 1, 1, 2])
+    assert stage_levers.matched(start, student, 3).tolist() == [2, 0, 1]
+
+
+def test_the_balance_term_is_lowest_when_the_batch_spreads_evenly_over_the_clusters():
+    from keras import ops
+
+    def loss(predictions, targets):
+        return float(ops.mean(stage_levers.balanced_loss(np.array(targets), np.array(predictions, "float32"))))
+
+    # Two sure images in two clusters: cross-entropy 0, the batch's mean (0.5, 0.5) has entropy log 2.
+    assert loss([[1.0, 0.0], [0.0, 1.0]], [0, 1]) == pytest.approx(-stage_levers.BALANCE * np.log(2), abs=1e-5)
+    # Both in one cluster: cross-entropy 0 and entropy 0; one sure and one at (0.5, 0.5): -log 0.5 / 2
+    # of cross-entropy, and the mean (0.75, 0.25).
+    assert loss([[1.0, 0.0], [1.0, 0.0]], [0, 0]) == pytest.approx(0, abs=1e-5)
+    entropy = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    assert loss([[1.0, 0.0], [0.5, 0.5]], [0, 1]) == pytest.approx(np.log(2) / 2 - stage_levers.BALANCE * entropy,
+                                                                    abs=1e-5)
 
 
 def small_dataset(labels, class_names=None, noun="digit"):
