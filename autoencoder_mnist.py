@@ -588,15 +588,15 @@ def training_targets(features: np.ndarray, n_clusters: int,
         return clusterers(n_clusters, seed)["gmm"].fit_predict(embedding), graph[0], embedding
 
 
-def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray,
-          epochs: int) -> keras.Model:
-    """Fit the student to the images' (n, 28, 28, 1) targets (n,), Adam's rate falling from 1e-3
-    to 0 along one cosine. Each epoch's line gives the share of every 30th image it is confident
-    of."""
+def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,
+          loss: str | Callable = "sparse_categorical_crossentropy") -> keras.Model:
+    """Fit the student to the images' (n, 28, 28, 1) targets (n,) by `loss`, Adam's rate falling
+    from 1e-3 to 0 along one cosine. Each epoch's line gives the share of every 30th image it is
+    confident of."""
     import keras
 
     steps = epochs * math.ceil(len(images) / BATCH)
-    student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
+    student.compile(loss=loss, optimizer=keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     confident = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
         confident=np.mean(student.predict(images[::30], BATCH, verbose=0).max(axis=1) >= CONFIDENT)))

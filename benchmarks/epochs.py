@@ -46,9 +46,9 @@ def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool =
                                                 config.precision)
     checkpoint.mkdir(exist_ok=True)
     seconds = done[-1]["training_seconds"] if done else 0.0
+    seen = replace(data, x_train=np.concatenate([data.x_train, data.x_train[:, :, ::-1]])) if mirror else data
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):
         start = time.perf_counter()
-        seen = replace(data, x_train=np.concatenate([data.x_train, data.x_train[:, :, ::-1]])) if mirror else data
         history = am.train(autoencoder, seen, count, checkpoint, config.seed)
         seconds += time.perf_counter() - start
         start = time.perf_counter()

@@ -58,6 +58,7 @@ def targets_for(model: Path, encoder, data: am.Dataset, config: am.Config, lever
 
     saved = model.with_name(model.stem + "-targets.npz")
     kept = dict(np.load(saved)) if saved.is_file() else {}
+    before = set(kept)
     if "embedding" not in kept:
         codes = am.encode(encoder, data.x_train)
         kept["targets"], kept["neighbours"], kept["embedding"] = am.training_targets(codes, data.n_clusters,
@@ -69,7 +70,8 @@ def targets_for(model: Path, encoder, data: am.Dataset, config: am.Config, lever
             kept["heads"] = np.stack([kept["targets"]] + [
                 am.clusterers(data.n_clusters, config.seed + head)["gmm"].fit_predict(kept["embedding"])
                 for head in range(1, HEADS)], axis=1)
-    np.savez(saved, **kept)
+    if set(kept) != before:
+        np.savez(saved, **kept)
     return kept
 
 
@@ -169,12 +171,8 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
         student = keras.Model(every.input, every.output["clusters"])
         learned = float(each_clean.mean())
     elif lever == "balance":
-        student = am.build_student(data.n_clusters)
-        steps = config.student * math.ceil(clean.sum() / am.BATCH)
-        student.compile(loss=balanced_loss, optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(1e-3, steps)))
-        student.fit(data.x_train[clean], targets[clean], epochs=config.student, verbose=0, batch_size=am.BATCH,
-                    shuffle=True, callbacks=[am.progress("student ", config.student, int(clean.sum()))])
+        student = am.learn(am.build_student(data.n_clusters), data.x_train[clean], targets[clean], config.student,
+                           loss=balanced_loss)
         learned = float(clean.mean())
     else:
         if lever == "per-cluster":
