@@ -1,7 +1,7 @@
 """Score the clustering embedding after each of several epoch counts, over seeds: how many epochs the
 autoencoder needs.
 
-    python benchmarks/epochs.py [--at 10 15 20 30 50] [--seeds 0 1 2] [--jobs 1] [--out epochs] [--mirror] \
+    python benchmarks/epochs.py [--at 10 15 20 30 50] [--seeds 0 1 2] [--jobs 1] [--out epochs] [--mirror] [--augment] \
         -- [flags for the script, without --epochs]
 
 Each seed trains one model with the script's own data, model and training (its flags after `--`;
@@ -33,9 +33,11 @@ import common
 from common import am
 
 
-def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool = False) -> None:
+def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool = False,
+                 augment: bool = False) -> None:
     """Train one seed's model, scoring it after each count of epochs; a line per count in OUT/seed-N.jsonl.
-    With `mirror` it trains on the training images and their mirror images (left and right swapped)."""
+    With `mirror` it trains on the training images and their mirror images (left and right swapped);
+    with `augment`, each epoch on a fresh shift and rotation of each training image (see augmented)."""
     log, checkpoint = out / f"seed-{config.seed}.jsonl", out / f"seed-{config.seed}-checkpoint"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     data = common.load_for_seed(config)
@@ -49,7 +51,12 @@ def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool =
     seen = replace(data, x_train=np.concatenate([data.x_train, data.x_train[:, :, ::-1]])) if mirror else data
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):
         start = time.perf_counter()
-        history = am.train(autoencoder, seen, count, checkpoint, config.seed)
+        if augment:  # an epoch at a time, each on its own fresh views, continuing from the checkpoint
+            for epoch in range(saved_epochs(checkpoint) + 1, count + 1):
+                history = am.train(autoencoder, augmented(seen, config.seed * 10_000 + epoch), epoch,
+                                   checkpoint, config.seed)
+        else:
+            history = am.train(autoencoder, seen, count, checkpoint, config.seed)
         seconds += time.perf_counter() - start
         start = time.perf_counter()
         name, points, graph = common.clustering_space(encoder, data, config)
@@ -67,6 +74,24 @@ def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool =
         gmm = rows["gmm"]
         print(f"seed {config.seed}: epoch {count}  val BCE {line['val_bce']:.4f}  {name} gmm ACC "
               f"{gmm['acc']:.4f} NMI {gmm['nmi']:.4f}  ({seconds:,.0f} s training)", flush=True)
+
+
+def saved_epochs(checkpoint: Path) -> int:
+    """How many epochs the checkpoint holds: its history.csv has a header, then a line per epoch."""
+    log = checkpoint / "history.csv"
+    return len(log.read_text().splitlines()) - 1 if log.is_file() else 0
+
+
+def augmented(data: am.Dataset, seed: int) -> am.Dataset:
+    """The training images shifted and rotated afresh, as the student sees them in training (DEC-DA
+    pretrains its autoencoder so, reconstructing each view); the scored images are left as they are."""
+    import keras
+
+    views = keras.Sequential([keras.layers.RandomTranslation(am.SHIFT, am.SHIFT, fill_mode="constant", seed=seed),
+                              keras.layers.RandomRotation(am.ROTATION, fill_mode="constant", seed=seed + 1)])
+    x = np.concatenate([keras.ops.convert_to_numpy(views(data.x_train[i:i + 4096], training=True))
+                        for i in range(0, len(data.x_train), 4096)])
+    return replace(data, x_train=x.astype(data.x_train.dtype))
 
 
 def summarise(lines: list[dict], seeds: list[int], command: str, split: str) -> str:
@@ -89,6 +114,9 @@ def main() -> None:
     arguments.add_argument("--mirror", action="store_true",
                            help="train on the training images and their mirror images, twice the images an epoch "
                                 "(an invariance of clothes, not of digits); scored as usual")
+    arguments.add_argument("--augment", action="store_true",
+                           help="train each epoch on a fresh shift and rotation of each training image (DEC-DA's "
+                                "pretraining, the student's augmentation); scored on the images as they are")
     arguments.add_argument("--one-seed", action="store_true", help=argparse.SUPPRESS)  # a seed's own process
     args, base = common.parse(arguments, own=("--epochs", "--seed", "--out", "--resume", "--reuse-model"))
     if min(args.at) < 1:
@@ -98,9 +126,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.one_seed:
         with common.bad_input_exits():
-            score_counts(replace(base, seed=args.seeds[0]), counts, args.out, args.mirror)
+            score_counts(replace(base, seed=args.seeds[0]), counts, args.out, args.mirror, args.augment)
         return
-    own = ["--at", *map(str, counts), "--out", str(args.out), *(["--mirror"] if args.mirror else []), "--", *args.flags]
+    own = ["--at", *map(str, counts), "--out", str(args.out), *(["--mirror"] if args.mirror else []),
+           *(["--augment"] if args.augment else []), "--", *args.flags]
     try:
         common.run_seeds({seed: [sys.executable, __file__, "--one-seed", "--seeds", str(seed), *own]
                           for seed in args.seeds}, args.jobs)
