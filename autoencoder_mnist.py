@@ -851,7 +851,7 @@ def report_markdown(metrics: dict) -> str:
     flags = " ".join(flag(name) + ("" if value is True else f" {value}") for name, value in
                      config.items() if value != config_record(Config())[name])
     return "\n".join([
-        "# Autoencoder on MNIST: results", "",
+        f"# Autoencoder on {Path(config['data']).name if config['data'] else 'MNIST'}: results", "",
         f"Data: {data['source']}; {data['scaling']}; {data['n_train']:,} training and "
         f"{data['n_test']:,} {config['evaluate_on']} images, {data['clusters']} clusters, "
         f"{labels}.", f"Flags: `{flags or 'none'}` (backend "

@@ -87,6 +87,7 @@ def test_small_run_writes_every_output(small_run):
     report = (small_run / "report.md").read_text()
     for image in ("reconstructions.png", "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"):
         assert f"]({image})" in report
+    assert report.startswith("# Autoencoder on MNIST: results\n")
     assert "uint8 in 0..255, divided by 255" in report and "10 classes" in report
 
 
@@ -410,7 +411,9 @@ def test_the_same_images_unlabelled_as_floats_give_the_labelled_runs_clusters_sc
         assert set(twin) == {"features", "reduction", "clusterer", "silhouette", "seconds"}, twin
         assert twin["silhouette"] == row["silhouette"]
     assert not (tmp_path / "none" / "confusion.png").exists() and (tmp_path / "none" / "clusters.png").is_file()
-    assert "no labels given, so no ARI, NMI or ACC" in (tmp_path / "none" / "report.md").read_text()
+    report = (tmp_path / "none" / "report.md").read_text()
+    assert report.startswith("# Autoencoder on unlabelled.npz: results\n")  # the file's name, not MNIST
+    assert "no labels given, so no ARI, NMI or ACC" in report
     # The saved encoder takes the floats as the file stores them.
     import keras
 
