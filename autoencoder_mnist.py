@@ -1437,19 +1437,24 @@ class Terminated(Exception):
         raise cls
 
 
+def saved_epochs(checkpoint: Path) -> int:
+    """How many epochs a training checkpoint holds: its history.csv has a header, then a line per
+    epoch."""
+    log = checkpoint / "history.csv"
+    return len(log.read_text().splitlines()) - 1 if log.is_file() else 0
+
+
 def saved_training(config: Config) -> str:
-    """Why: a stopped run says how to continue it: what the checkpoint's history.csv (a header,
-    then a line per saved epoch) holds, and the command."""
-    log = config.out / ".checkpoint" / "history.csv"
-    if config.reuse_model is not None or not log.is_file():
+    """Why: a stopped run says how to continue it: how many epochs its checkpoint holds, and the
+    command."""
+    finished = saved_epochs(config.out / ".checkpoint") if config.reuse_model is None else 0
+    if not finished:
         return ""
-    finished = len(log.read_text().splitlines()) - 1
     command = (f"python {shlex.quote(os.path.relpath(__file__))} "
                f"--resume {shlex.quote(str(config.out))}")
     if finished >= config.epochs:
         return f"; training had finished: `{command}` scores its model without training again"
-    return f"; {finished} of {config.epochs} epochs are saved: `{command}` continues" * (
-        finished > 0)
+    return f"; {finished} of {config.epochs} epochs are saved: `{command}` continues"
 
 
 def write_outputs(folder: Path, outputs: dict[str, Callable[[Path], object]]) -> None:

@@ -52,7 +52,7 @@ def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool =
     for count in (count for count in counts if count > (done[-1]["epochs"] if done else 0)):
         start = time.perf_counter()
         if augment:  # an epoch at a time, each on its own fresh views, continuing from the checkpoint
-            for epoch in range(saved_epochs(checkpoint) + 1, count + 1):
+            for epoch in range(am.saved_epochs(checkpoint) + 1, count + 1):
                 history = am.train(autoencoder, augmented(seen, config.seed * 10_000 + epoch), epoch,
                                    checkpoint, config.seed)
         else:
@@ -74,12 +74,6 @@ def score_counts(config: am.Config, counts: list[int], out: Path, mirror: bool =
         gmm = rows["gmm"]
         print(f"seed {config.seed}: epoch {count}  val BCE {line['val_bce']:.4f}  {name} gmm ACC "
               f"{gmm['acc']:.4f} NMI {gmm['nmi']:.4f}  ({seconds:,.0f} s training)", flush=True)
-
-
-def saved_epochs(checkpoint: Path) -> int:
-    """How many epochs the checkpoint holds: its history.csv has a header, then a line per epoch."""
-    log = checkpoint / "history.csv"
-    return len(log.read_text().splitlines()) - 1 if log.is_file() else 0
 
 
 def augmented(data: am.Dataset, seed: int) -> am.Dataset:
