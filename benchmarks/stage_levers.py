@@ -123,9 +123,8 @@ def learn_heads(data: am.Dataset, heads: dict[str, tuple[int, np.ndarray]], epoc
     return every
 
 
-def vote(every, images: np.ndarray, matches: list[np.ndarray]) -> np.ndarray:
-    """The heads' probabilities (n, K) of the images, each head's clusters renumbered by `matches`, averaged."""
-    predicted = every.predict(images, batch_size=1024, verbose=0)
+def vote(predicted: dict[str, np.ndarray], matches: list[np.ndarray]) -> np.ndarray:
+    """The heads' predicted probabilities (n, K), each head's clusters renumbered by `matches`, averaged."""
     heads = [predicted["clusters"]] + [predicted[f"head{head}"] for head in range(1, len(matches) + 1)]
     total = heads[0].copy()
     for probabilities, match in zip(heads[1:], matches):
@@ -168,7 +167,7 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
         names = ["clusters"] + [f"head{head}" for head in range(1, HEADS)]
         every = learn_heads(data, {name: (data.n_clusters, np.where(each_clean[:, head], kept["heads"][:, head], -1))
                                    for head, name in enumerate(names)}, config.student)
-        student = keras.Model(every.input, every.output["clusters"])
+        student = every  # predicts every head: the first is the student, all of them vote (below)
         learned = float(each_clean.mean())
     elif lever == "balance":
         student = am.learn(am.build_student(data.n_clusters), data.x_train[clean], targets[clean], config.student,
@@ -188,15 +187,16 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
             student = am.learn(am.build_student(data.n_clusters), data.x_train[confident],
                                probabilities.argmax(axis=1)[confident], config.student)
             learned = float(confident.mean())
-    assigned = student.predict(data.x_train, batch_size=1024, verbose=0).argmax(axis=1)
-    probabilities = student.predict(data.x_test, batch_size=1024, verbose=0)
+    on_training, probabilities = (student.predict(images, batch_size=1024, verbose=0)
+                                  for images in (data.x_train, data.x_test))
     seconds = round(time.perf_counter() - start, 1)
     rows = {}
     if lever == "heads":  # the first head's row beside the vote's, the vote matched on the training images
         matches = [matched(kept["heads"][:, head], kept["targets"], data.n_clusters) for head in range(1, HEADS)]
-        rows["first head"] = am.score(data.y_test, probabilities.argmax(axis=1), probabilities, config.seed)
-        probabilities = vote(every, data.x_test, matches)
-        assigned = vote(every, data.x_train, matches).argmax(axis=1)
+        rows["first head"] = am.score(data.y_test, probabilities["clusters"].argmax(axis=1),
+                                      probabilities["clusters"], config.seed)
+        on_training, probabilities = vote(on_training, matches), vote(probabilities, matches)
+    assigned = on_training.argmax(axis=1)
     if lever == "fallback":
         begun = start_for(model, encoder, data, config)
         rows["start"] = am.score(data.y_test, begun["scored"])
