@@ -64,7 +64,6 @@ from joblib import Parallel, delayed, parallel_config
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from sklearn.metrics import (ConfusionMatrixDisplay, adjusted_rand_score, confusion_matrix,
                              normalized_mutual_info_score, silhouette_score)
 from sklearn.mixture import GaussianMixture
@@ -91,7 +90,10 @@ SHIFT, ROTATION = 0.1, 10 / 360  # DEC-DA's augmentation: of the width and heigh
 # t-SNE and UMAP start from 50 principal components, not 1,568 code numbers, as scikit-learn
 # advises; UMAP's 200 layout epochs take half its default's time for the same rows (log section 5).
 PCA_DIMS, UMAP_EPOCHS = 50, 200
-UMAP_NEIGHBOURS = 30  # umap10's: one exact graph of 30 serves every UMAP fit of a set of points
+UMAP_NEIGHBOURS = 30  # umap10's: one graph of 30 serves every UMAP fit of a set of points
+# An exact neighbour search costs n^2: on more points pynndescent's, near n log n, finds 99.9% of
+# the same neighbours 4x as fast at 70,000 (log section 24).
+EXACT_NEIGHBOURS = 20_000
 # Pixels are the baseline. "umap10", UMAP to 10-d, is for clustering only; --embed-train adds
 # "umap10+train", the same fitted with the training codes (and --pixel-twin's pixels) as context.
 REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"),
@@ -402,6 +404,7 @@ class Clustering:
     clusterer: str
     scores: dict[str, float]  # silhouette, and with labels ari, nmi and acc
     seconds: float  # what the reduction took
+    cluster_seconds: float  # what clustering and scoring took
     clusters: np.ndarray  # (n,), one per scored image
     embedding: np.ndarray | None  # (n, d): the scored images reduced; None for "none"
 
@@ -409,7 +412,8 @@ class Clustering:
     def row(self) -> dict:
         """The row as metrics.json and the tables give it."""
         return {"features": self.features, "reduction": self.reduction, "clusterer": self.clusterer,
-                **self.scores, "seconds": round(self.seconds, 2)}
+                **self.scores, "seconds": round(self.seconds, 2),
+                "cluster_seconds": round(self.cluster_seconds, 2)}
 
 
 def reduce_and_cluster(features: dict[str, np.ndarray], context: dict[str, np.ndarray],
@@ -427,11 +431,11 @@ def reduce_and_cluster(features: dict[str, np.ndarray], context: dict[str, np.nd
         tasks += [(kind, name, *prepared[name], len(points)) for name in REDUCTIONS[kind]
                   + (("umap10+train",) if kind in context else ())]
     order = sorted(range(len(tasks)), key=lambda index: SLOWEST_FIRST.index(tasks[index][1]))
-    # Arrays go to the workers whole, not as memory-mapped files. Their stderr is muted: a Ctrl-C as
-    # one starts would print a traceback; an error in a task is raised here, and reported as usual.
+    # Arrays reach the workers as memory-mapped files (joblib's default), not a copy in each. Their
+    # stderr is muted: a Ctrl-C as one starts would print a traceback; an error in a task is raised
+    # here, and reported as usual.
     with parallel_config(backend="loky", inner_max_num_threads=1), quiet_stderr():
-        done = dict(zip(order, Parallel(WORKERS, batch_size=1, max_nbytes=None,
-                                        initializer=start_worker)(
+        done = dict(zip(order, Parallel(WORKERS, batch_size=1, initializer=start_worker)(
             delayed(embed_and_cluster)(*tasks[index], labels, n_clusters, seed)
             for index in order)))
     return [row for index in range(len(tasks)) for row in done[index]], shared
@@ -446,12 +450,12 @@ def spaces(points: np.ndarray, context: np.ndarray | None,
         raise InputError("the scored images' codes are all the same: nothing to cluster; check "
                          "the images, or train longer")
     compact, pca = principal_components(points, seed)
-    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
+    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS, seed)
     prepared = {"none": (points, None), "pca": (points, None), "tsne": (compact, None),
                 "umap": (compact, graph), "umap10": (compact, graph)}
     if context is not None:  # the scored points first, then the context
         more = np.vstack([compact, pca.transform(context)])
-        prepared["umap10+train"] = more, nearest_neighbours(more, UMAP_NEIGHBOURS)
+        prepared["umap10+train"] = more, nearest_neighbours(more, UMAP_NEIGHBOURS, seed)
     return prepared, float(pca.explained_variance_ratio_.sum())
 
 
@@ -461,13 +465,26 @@ def principal_components(features: np.ndarray, seed: int) -> tuple[np.ndarray, P
     return pca.fit_transform(features), pca
 
 
-def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours of each point (n, d), itself first at distance 0 as UMAP expects:
-    indices (n, k) and distances (n, k). Faster than UMAP's own search on tens of dimensions."""
-    # Asked with the points again, scikit-learn would find each at a rounding error's distance,
-    # which UMAP would take for its nearest neighbour's (rho), shifting every membership.
-    others, indices = NearestNeighbors(n_neighbors=min(k, len(points)) - 1).fit(points).kneighbors()
+def nearest_neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest neighbours of each point (n, d), itself first at distance 0 as UMAP expects:
+    indices (n, k) and distances (n, k). Exact up to EXACT_NEIGHBOURS points, past them
+    pynndescent's nearest-neighbour descent (umap-learn's own search) on one thread."""
     itself = np.arange(len(points))[:, None]
+    if len(points) <= EXACT_NEIGHBOURS:
+        # Asked with the points again, scikit-learn would find each at a rounding error's distance,
+        # which UMAP would take for its nearest neighbour's (rho), shifting every membership.
+        others, indices = NearestNeighbors(n_neighbors=min(k, len(points)) - 1).fit(
+            points).kneighbors()
+    else:
+        from pynndescent import NNDescent
+
+        with warnings.catch_warnings():  # that numba cannot cache two of its functions
+            warnings.filterwarnings("ignore", message=".*Cannot cache compiled function")
+            found, distances = NNDescent(points, n_neighbors=k, random_state=seed,
+                                         n_jobs=1).neighbor_graph
+        # Each point's k - 1 nearest others, in order, whether or not the search found it itself.
+        order = np.argsort(found == itself, axis=1, kind="stable")[:, :k - 1]
+        indices, others = (np.take_along_axis(array, order, axis=1) for array in (found, distances))
     return np.hstack([itself, indices]), np.hstack([np.zeros_like(itself, others.dtype), others])
 
 
@@ -483,9 +500,11 @@ def embed_and_cluster(kind: str, name: str, points: np.ndarray, graph: tuple | N
     embedding = reduce(name, points, graph, seed)
     seconds, rows = time.perf_counter() - start, []
     for clusterer in CLUSTERERS.get(name, ("kmeans",)):
+        start = time.perf_counter()
         clusters = clusterers(n_clusters, seed)[clusterer].fit_predict(embedding)[:n]
-        rows.append(Clustering(kind, name, clusterer, score(labels, clusters, embedding[:n], seed),
-                               seconds, clusters, None if name == "none" else embedding[:n]))
+        scores = score(labels, clusters, embedding[:n], seed)
+        rows.append(Clustering(kind, name, clusterer, scores, seconds, time.perf_counter() - start,
+                               clusters, None if name == "none" else embedding[:n]))
     return rows
 
 
@@ -494,6 +513,10 @@ def reduce(name: str, points: np.ndarray, graph: tuple | None, seed: int) -> np.
     their nearest_neighbours `graph`."""
     if name == "none":
         return points
+    if name == "tsne":  # openTSNE: Barnes-Hut under 10,000 points, from there FFT-accelerated
+        from openTSNE import TSNE  # interpolation (FIt-SNE), linear in the points
+
+        return np.asarray(TSNE(n_jobs=1, random_state=seed).fit(points))
     from umap import UMAP
 
     def umap(n_components: int, n_neighbors: int, **settings) -> UMAP:
@@ -501,8 +524,7 @@ def reduce(name: str, points: np.ndarray, graph: tuple | None, seed: int) -> np.
         return UMAP(n_components=n_components, n_neighbors=n_neighbors, random_state=seed,
                     n_jobs=1, precomputed_knn=knn, n_epochs=UMAP_EPOCHS, **settings)
 
-    reducers = {"pca": PCA(n_components=2, random_state=seed),
-                "tsne": TSNE(n_components=2, random_state=seed), "umap": umap(2, 15),
+    reducers = {"pca": PCA(n_components=2, random_state=seed), "umap": umap(2, 15),
                 # For clustering: more room, points packed tight, wider neighbourhoods.
                 "umap10": umap(10, 30, min_dist=0.0)}
     with warnings.catch_warnings():  # that a graph without its search index can't embed new points
@@ -561,11 +583,14 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     clean = agreement(targets, neighbours) >= AGREEMENT
     print(f"  {clean.mean():.1%} of the training images have clean targets "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
-    student = build_student(n_clusters)
+    targets_seconds, student = time.perf_counter() - start, build_student(n_clusters)
     assigned = learn(student, images[clean], targets[clean], config.student).predict(
         images, batch_size=1024, verbose=0).argmax(axis=1)
     stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
-             "kept": float(np.mean(assigned[clean] == targets[clean]))}
+             "kept": float(np.mean(assigned[clean] == targets[clean])),
+             "targets_seconds": round(targets_seconds, 2), "epoch_seconds": [
+                 round(clean.sum() / speed, 2) for speed in student.history.history[
+                     "images_per_second"]]}
     print(f"  the student: {stage['changed']:.2%} of the training images changed cluster",
           flush=True)
     # Without a label, whether to trust it: a student that gives back too few of the clean targets
@@ -582,7 +607,7 @@ def training_targets(features: np.ndarray, n_clusters: int,
     """The features' (n, d) clusters (n,) as umap10 and the mixture find them, each point's
     nearest neighbours (n, UMAP_NEIGHBOURS), itself first, and the umap10 embedding (n, 10)."""
     compact, _ = principal_components(features, seed)
-    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS)
+    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS, seed)
     with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
         embedding = reduce("umap10", compact, graph, seed)
         return clusterers(n_clusters, seed)["gmm"].fit_predict(embedding), graph[0], embedding
@@ -641,17 +666,18 @@ def train_students(training: dict[str, np.ndarray], data: Dataset, config: Confi
     codes' student (None where it was not trusted)."""
     rows, records, students = [], {}, {}
     for kind, features in training.items():
-        with stages(f"student of the {NAMES[kind]}", "training a student on the clusters of the "
-                    f"training {NAMES[kind]}, {len(features):,} points"):
-            start = time.perf_counter()
+        stage = f"student of the {NAMES[kind]}"
+        with stages(stage, f"training a student on the clusters of the training {NAMES[kind]}, "
+                    f"{len(features):,} points"):
             students[kind], records[kind] = train_for_clustering(features, data.x_train,
                                                                  data.n_clusters, config)
         if students[kind] is not None:
+            start = time.perf_counter()
             probabilities = students[kind].predict(data.x_test, batch_size=1024, verbose=0)
             clusters = probabilities.argmax(axis=1)
-            rows.append(Clustering(kind, "student", "softmax", score(
-                data.y_test, clusters, probabilities, config.seed), time.perf_counter() - start,
-                clusters, probabilities))
+            scores = score(data.y_test, clusters, probabilities, config.seed)
+            rows.append(Clustering(kind, "student", "softmax", scores, stages.seconds[stage],
+                                   time.perf_counter() - start, clusters, probabilities))
     return rows, records, students.get("latent")
 
 
@@ -1094,7 +1120,7 @@ def import_stack() -> None:
             tf.get_logger().setLevel("ERROR")  # its Python warnings advise its programmers
         with without_tensorflow():
             import umap  # noqa: F401
-    cache_umap_compilation()
+    cache_numba_compilation()
 
 
 def set_seed(seed: int) -> None:
@@ -1119,15 +1145,20 @@ def without_tensorflow() -> Iterator[None]:
             del sys.modules["tensorflow"]
 
 
-def cache_umap_compilation() -> None:
-    """Why: umap-learn compiles its code with numba afresh in every process, 5-10 s before its
-    first fit. With numba's cache on, later processes load the compiled code in under a second."""
+def cache_numba_compilation() -> None:
+    """Why: umap-learn and pynndescent compile their code with numba afresh in every process, 5-30 s
+    before their first fit. With numba's cache on, later processes load most of it in a second."""
     import numba
+    import pynndescent.distances
+    import pynndescent.pynndescent_
+    import pynndescent.rp_trees
+    import pynndescent.utils
     import umap.layouts
     import umap.umap_
     import umap.utils
 
-    for module in (umap.umap_, umap.layouts, umap.utils):
+    for module in (umap.umap_, umap.layouts, umap.utils, pynndescent.pynndescent_,
+                   pynndescent.distances, pynndescent.rp_trees, pynndescent.utils):
         for function in vars(module).values():
             if isinstance(function, numba.core.registry.CPUDispatcher):
                 with contextlib.suppress(RuntimeError):  # no folder to write to: compiled as before
@@ -1153,7 +1184,7 @@ def start_worker() -> None:
     one that raised too would print a traceback. No worker needs TensorFlow (without_tensorflow)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.modules["tensorflow"] = None
-    cache_umap_compilation()
+    cache_numba_compilation()
 
 
 def check_bundled_data() -> Path:

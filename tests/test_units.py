@@ -1,6 +1,7 @@
 """Unit tests: the seed's architecture, the bottleneck, dense and noise options, the
 clustering accuracy, the data loader, which seeds benchmarks/seeds.py runs, and two pieces of
-benchmarks/stage_levers.py (the label-free matching of two clusterings, SCAN's balance term)."""
+benchmarks/stage_levers.py (the label-free matching of two clusterings, SCAN's balance term), and
+benchmarks/scale.py's moved images and growth exponents."""
 import gzip
 import json
 import sys
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 
 import autoencoder_mnist as am
-from conftest import REPO
+from conftest import BACKGROUND, REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import fashion_mnist  # noqa: E402
+import scale  # noqa: E402
 import seeds  # noqa: E402
 import stage_levers  # noqa: E402
 
@@ -175,7 +177,7 @@ def test_clusters_plot_shows_each_clusters_majority_purity_and_mistakes(tmp_path
     labels = np.array([0] * 6 + [1] * 4 + [1] * 5)
     clusters = np.array([0] * 6 + [0] * 4 + [1] * 5)  # cluster 0: six 0s and four 1s; cluster 1: all 1s
     best = am.Clustering("latent", "student", "softmax", {"acc": 0.7, "nmi": 0.5, "ari": 0.4, "silhouette": 0.1},
-                         1.0, clusters, np.zeros((15, 2)))
+                         1.0, 0.1, clusters, np.zeros((15, 2)))
     data = small_dataset(labels)
     first, second = plotted(monkeypatch, am.plot_clusters, data, best, "test", tmp_path / "c.png", 4).axes
     assert first.get_ylabel() == "digit 0\n60.0% of 10" and second.get_ylabel() == "digit 1\n100.0% of 5"
@@ -248,13 +250,29 @@ def test_report_names_the_classes_the_file_names():
 
 def test_neighbour_graph_is_exact_with_each_point_first_at_distance_zero():
     points = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
-    indices, distances = am.nearest_neighbours(points, 8)
+    indices, distances = am.nearest_neighbours(points, 8, 0)
     assert indices.shape == distances.shape == (200, 8)
     # UMAP reads the first neighbour at a non-zero distance as its rho: the point itself must sit at 0.
     assert (indices[:, 0] == np.arange(200)).all() and (distances[:, 0] == 0).all()
     full = np.linalg.norm(points[:, None, :].astype(np.float64) - points[None, :, :], axis=-1)
     assert np.allclose(distances, np.sort(full, axis=1)[:, :8], atol=1e-5)
     assert np.allclose(np.take_along_axis(full, indices, axis=1), distances, atol=1e-5)
+
+
+def test_past_the_exact_limit_the_neighbour_graph_is_approximate_in_the_same_form():
+    # pynndescent's graph, computed in a process of its own (conftest.NEIGHBOURS_RUN): each point
+    # first at distance 0, even the two that are the same, then nearly all of the exact neighbours.
+    process, out, _ = BACKGROUND["neighbours"]
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0 and not stderr.strip(), stderr
+    graph = np.load(out / "graph.npz")
+    points, indices, distances = graph["points"], graph["indices"], graph["distances"]
+    assert indices.shape == distances.shape == (300, 8)
+    assert (indices[:, 0] == np.arange(300)).all() and (distances[:, 0] == 0).all()
+    assert indices[0, 1] == 1 and indices[1, 1] == 0 and distances[0, 1] == 0
+    exact, _ = am.nearest_neighbours(points, 8, 0)
+    assert np.mean(indices == exact) > 0.95
+    assert np.allclose(np.linalg.norm(points[indices] - points[:, None], axis=-1), distances, atol=1e-5)
 
 
 def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_computes_them():
@@ -477,3 +495,18 @@ def test_help_gives_each_flag_its_default_within_sixty_lines(capsys):
     shown = capsys.readouterr().out
     assert len(shown.splitlines()) <= 60, len(shown.splitlines())
     assert "--epochs N training epochs (default: 20)" in " ".join(shown.split())
+
+
+def test_scale_moves_an_image_within_the_students_shift_and_rotation_and_measures_exponents():
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[10:18, 12:16] = 255
+    rng = np.random.default_rng(0)
+    moved = [scale.moved(image, rng) for _ in range(50)]
+    assert all(copy.dtype == np.uint8 and copy.shape == (28, 28) for copy in moved)
+    centres = np.array([np.argwhere(copy > 127).mean(axis=0) for copy in moved]) - [13.5, 13.5]
+    assert np.abs(centres).max() <= am.SHIFT * 28 + 1 and np.abs(centres).max() > 1  # moved, not far
+    assert not all(np.array_equal(copy, moved[0]) for copy in moved)  # each afresh
+    # A stage that doubles with the images grows with exponent 1; one that quadruples, 2.
+    assert scale.exponent([10, 20, 40], [1.0, 2.0, 4.0]) == pytest.approx(1)
+    assert scale.exponent([10, 20, 40], [1.0, 2.0, 8.0]) == pytest.approx(2)
+
