@@ -37,10 +37,12 @@ Metrics:
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import csv
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -101,6 +103,7 @@ REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"),
 CLUSTERERS = {"umap10": ("kmeans", "gmm"), "umap10+train": ("kmeans", "gmm")}  # else KMeans
 NAMES = {"pixels": "pixels", "latent": "codes"}  # each kind of features, as the text names it
 SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a sample this size
+PAGE_POINTS = 20_000  # embeddings.html shows at most this many points, so that a browser opens it
 AGREEMENT = 0.95  # a student's target is clean where this share of the image's neighbours share it
 CONFIDENT = 0.9  # the student is confident of an image it gives this probability (its epoch lines)
 # A student's row counts where it gives back this share of its clean targets. On validation (log
@@ -686,9 +689,9 @@ def train_students(training: dict[str, np.ndarray], data: Dataset, config: Confi
 
 def write_results(folder: Path, data: Dataset, codes: np.ndarray, reconstructions: np.ndarray,
                   scores: dict[str, float], history: dict[str, list[float]],
-                  clusterings: list[Clustering], shown: Clustering, split: str) -> None:
+                  clusterings: list[Clustering], shown: Clustering, split: str, seed: int) -> None:
     """codes.npz (the scored images' positions in the data file, their codes and labels, each
-    reduction's embedding and each row's clusters) and the plots, into `folder`."""
+    reduction's embedding and each row's clusters), the plots and the page, into `folder`."""
     arrays = {"indices": data.indices, "codes": codes}
     arrays.update({} if data.y_test is None else {"labels": data.y_test})
     for clustering in clusterings:
@@ -703,6 +706,8 @@ def write_results(folder: Path, data: Dataset, codes: np.ndarray, reconstruction
         "training_curves.png": lambda path: plot_training_curves(history, split, path),
         "embeddings.png": lambda path: plot_embeddings(clusterings, data, split, path),
         "clusters.png": lambda path: plot_clusters(data, shown, split, path),
+        "embeddings.html": lambda path: plot_embeddings_page(clusterings, data, shown, split, path,
+                                                             seed),
         **({} if data.y_test is None else {  # no labels: nothing to confuse the clusters with
             "confusion.png": lambda path: plot_confusion(data, shown, split, path)})})
 
@@ -838,6 +843,69 @@ def plot_clusters(data: Dataset, shown: Clustering, split: str, path: Path, n: i
     save(fig, path, dpi=110)
 
 
+def plot_embeddings_page(clusterings: list[Clustering], data: Dataset, shown: Clustering,
+                         split: str, path: Path, seed: int) -> None:
+    """embeddings.html, a page that opens offline (Bokeh, its scripts inline): the codes' 2-D UMAP
+    and t-SNE to pan and zoom, by true class, by the best row's cluster (each in its matched
+    class's colour) and the best row's mistakes alone, a tab each (unlabelled: clusters only); a
+    legend entry's click hides its points; hovering shows a point's image, its position in the data
+    file, class and cluster. Past PAGE_POINTS scored images, a random sample of that many."""
+    from bokeh import embed, layouts, models, plotting, resources
+    from PIL import Image
+
+    def webp(image: np.ndarray) -> str:  # lossless, a quarter smaller than PNG; base64, for a URI
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(buffer := io.BytesIO(), "WEBP",
+                                                                     lossless=True)
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    titles, labels, n = {"umap": "UMAP", "tsne": "t-SNE"}, data.y_test, len(data.x_test)
+    keep = np.sort(np.random.default_rng(seed).choice(n, min(n, PAGE_POINTS), replace=False))
+    table = {"index": data.indices[keep], "image": [webp(data.x_test[i, ..., 0]) for i in keep],
+             "cluster": [f"cluster {c}" for c in shown.clusters[keep]]}
+    for row in (row for row in clusterings if row.features == "latent" and row.reduction in titles):
+        table[f"x {row.reduction}"], table[f"y {row.reduction}"] = np.float32(row.embedding[keep].T)
+    # Each cluster's colour (its place in the palette), and each tab's groups with their colours.
+    colour, groups = {c: c for c in np.unique(shown.clusters)}, {}
+    if labels is not None:  # each cluster in the colour of the class it is matched to, if any
+        classes, (_, rows, columns) = np.unique(labels), matching(labels, shown.clusters)
+        colour = {c: dict(zip(columns, rows)).get(c, -1) for c in colour}
+        groups[data.noun] = {data.name(label): index for index, label in enumerate(classes)}
+        truth = np.searchsorted(classes, labels[keep])
+        table.update(wrong=[colour[c] != t for c, t in zip(shown.clusters[keep], truth)],
+                     **{data.noun: [data.name(label) for label in labels[keep]]})
+    groups["cluster"] = {f"cluster {c}": colour[c] for c in sorted(colour, key=colour.get)}
+    hover = ('<img src="data:image/webp;base64,@image" width="84" height="84" style="image-'
+             'rendering: pixelated"><br>#@index in the data file<br>' + (
+                 "@cluster" if labels is None else f"@{data.noun}, @cluster (wrong: @wrong)"))
+    source, palette = models.ColumnDataSource(table), plt.get_cmap("tab10" if len(
+        groups["cluster"]) <= 10 else "tab20")
+
+    def panel(by: str, mistakes: models.Filter | None = None) -> models.TabPanel:
+        plots = [plotting.figure(title=f"{title} of the codes", tools="pan,wheel_zoom,reset",
+                                 active_scroll="wheel_zoom", tooltips=hover)
+                 for title in titles.values()]
+        for plot, name in zip(plots, titles):
+            for group, index in groups[by].items():
+                chosen = models.GroupFilter(column_name=by, group=group)
+                plot.scatter(f"x {name}", f"y {name}", source=source, size=4, alpha=0.7,
+                             color=matplotlib.colors.to_hex(palette(index % palette.N)),
+                             view=models.CDSView(filter=chosen & mistakes if mistakes else chosen),
+                             legend_label=group)
+            plot.add_layout(plot.legend[0], "right")  # beside the points, not over them
+            plot.legend.click_policy, plot.axis.visible = "hide", False  # arbitrary units
+        return models.TabPanel(child=layouts.row(plots),
+                               title=("mistakes only, " if mistakes else "") + f"by {by}")
+
+    tabs = [panel(by) for by in groups] + ([] if labels is None else [
+        panel(data.noun, models.BooleanFilter(booleans=table["wrong"]))])
+    sample = f"a random sample of {len(keep):,} of the {n:,}" if len(keep) < n else f"all {n:,}"
+    heading = models.Div(text=f"<h3>{split.capitalize()}-set codes in 2-D, {sample} scored images"
+                         f"</h3>Best row: {shown.features} + {shown.reduction} + {shown.clusterer}"
+                         ". Drag, scroll, hover over a point, click a legend entry to hide it.")
+    path.write_text(embed.file_html(layouts.column(heading, models.Tabs(tabs=tabs)),
+                                    resources.INLINE, "Codes in 2-D"))
+
+
 def save(fig: plt.Figure, path: Path, dpi: int) -> None:
     """Write a plot and free it."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
@@ -888,7 +956,8 @@ def report_markdown(metrics: dict) -> str:
         "![reconstructions](reconstructions.png) ![training curves](training_curves.png)", "",
         format_table(metrics["clustering"], markdown=True), "", "![embeddings](embeddings.png)",
         *(["", "![confusion](confusion.png)"] if data["labelled"] else []), "",
-        "![what each cluster holds](clusters.png)", ""])
+        "![what each cluster holds](clusters.png)", "",
+        "[Explore the codes in the browser](embeddings.html): every image under the pointer.", ""])
 
 
 # ---- Run -----------------------------------------------------------------------------------------
@@ -941,7 +1010,7 @@ def run(config: Config) -> None:
         scores = score_reconstruction(data.x_test, reconstructions)
         with stages("outputs"):
             write_results(staging, data, codes, reconstructions, scores, history, clusterings,
-                          shown, config.evaluate_on)
+                          shown, config.evaluate_on, config.seed)
         stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
         metrics = metrics_record(config, data, stages.seconds, scores, history, shared,
                                  clusterings, students if config.student else {})

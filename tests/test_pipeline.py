@@ -4,6 +4,7 @@ Three cold starts of the command, in processes of their own: a run stopped by Ct
 group of its own, as a terminal's Ctrl-C needs) and a run on JAX, both started with the session beside
 the other tests (conftest.BACKGROUND), and one killed by SIGKILL. Every other run calls the script's
 main() in this process, sharing one TensorFlow start and one pool of worker processes."""
+import base64
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -27,7 +29,10 @@ import seeds  # noqa: E402
 import student  # noqa: E402
 
 OUTPUTS = ["metrics.json", "report.md", "autoencoder.keras", "encoder.keras", "codes.npz", "reconstructions.png",
-           "training_curves.png", "embeddings.png", "confusion.png", "clusters.png"]
+           "training_curves.png", "embeddings.png", "confusion.png", "clusters.png", "embeddings.html"]
+# Bokeh draws embeddings.html into shadow roots: every element of the page, theirs included.
+EVERY_ELEMENT = """function every(root) { return [...root.querySelectorAll('*')].flatMap(
+    element => [element, ...(element.shadowRoot ? every(element.shadowRoot) : [])]); }"""
 
 
 def scores(out):
@@ -458,3 +463,58 @@ def test_the_headline_recipe_runs_on_jax_with_a_silent_stderr():
     assert all(row["acc"] > 0.2 for row in metrics["clustering"]), metrics["clustering"]
     assert "epoch 2/2  loss" in stdout and metrics["config"]["noise"] == 0.2
 
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_the_embeddings_page_draws_the_points_and_shows_each_image_under_the_pointer(small_run, tmp_path):
+    # The page as a person meets it: opened from the disk in a real browser, offline (its scripts are
+    # inline), hovered over until a point's tooltip shows, whose image must be that data-file image.
+    from io import BytesIO
+
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    page = (small_run / "embeddings.html").read_text()
+    assert "<script src=" not in page and "cdn.bokeh.org" not in page  # nothing to fetch
+    options = webdriver.ChromeOptions()
+    for option in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,800"):
+        options.add_argument(option)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get((small_run / "embeddings.html").as_uri())
+        plot = None
+        for _ in range(50):  # the plots are drawn once the page's scripts have run
+            plot = driver.execute_script(EVERY_ELEMENT + """
+                const shown = every(document).filter(element => element.tagName === 'CANVAS'
+                    && element.width > 300 && element.checkVisibility());
+                return shown.length ? shown[0].getBoundingClientRect().toJSON() : null;""")
+            if plot:
+                break
+            time.sleep(0.2)
+        assert plot, "no plot was drawn"
+        screenshot = np.asarray(Image.open(BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
+        coloured = np.ptp(screenshot.astype(int), axis=2) > 60  # the points, not grey or white
+        assert coloured.sum() > 2000, "the page shows few coloured points"
+        tooltip = None
+        for y in np.linspace(plot["top"] + 20, plot["bottom"] - 20, 25):
+            for x in np.linspace(plot["left"] + 20, plot["right"] - 20, 25):
+                driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+                tooltip = driver.execute_script(EVERY_ELEMENT + """
+                    const image = every(document).find(element => element.tagName === 'IMG'
+                        && element.src.startsWith('data:image/webp') && element.checkVisibility());
+                    return image ? [image.src, image.parentElement.innerText] : null;""")
+                if tooltip:
+                    break
+            if tooltip:
+                break
+    finally:
+        driver.quit()
+    assert tooltip, "no tooltip showed an image"
+    source, text = tooltip
+    index = int(re.search(r"#(\d+) in the data file", text).group(1))
+    shown = np.asarray(Image.open(BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("L"))
+    with np.load(REPO / "data" / "mnist.npz") as mnist:
+        assert np.array_equal(shown, mnist["x_test"][index])
+        assert re.search(rf"digit {mnist['y_test'][index]}, cluster \d+ \(wrong: (true|false)\)", text), text

@@ -510,3 +510,57 @@ def test_scale_moves_an_image_within_the_students_shift_and_rotation_and_measure
     assert scale.exponent([10, 20, 40], [1.0, 2.0, 4.0]) == pytest.approx(1)
     assert scale.exponent([10, 20, 40], [1.0, 2.0, 8.0]) == pytest.approx(2)
 
+
+def page_data(path):
+    """The columns of the one data source that embeddings.html holds, decoded from the page's JSON."""
+    import base64
+    import re
+
+    document = json.loads(re.search(r'<script type="application/json"[^>]*>(.*?)</script>',
+                                    path.read_text(), re.S).group(1))
+
+    def sources(node):
+        if isinstance(node, dict):
+            if node.get("name") == "ColumnDataSource":
+                yield node
+            for value in node.values():
+                yield from sources(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from sources(value)
+
+    [source] = {id(source): source for source in sources(document)}.values()
+
+    def column(value):
+        if isinstance(value, dict) and value.get("type") == "ndarray":
+            packed = base64.b64decode(value["array"]["data"])  # gzipped where Bokeh found it pays
+            return np.frombuffer(gzip.decompress(packed) if packed[:2] == b"\x1f\x8b" else packed,
+                                 dtype=value["dtype"])
+        return np.array(value)
+
+    return {entry[0]: column(entry[1]) for entry in source["attributes"]["data"]["entries"]}
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_embeddings_page_holds_every_scored_image_once_with_its_cluster_and_class(tmp_path, monkeypatch, labelled):
+    labels = np.array([0] * 6 + [1] * 4 + [1] * 5) if labelled else None
+    clusters = np.array([0] * 6 + [0] * 4 + [1] * 5)  # cluster 0 holds four 1s: mistakes
+    data = replace(small_dataset(labels, ["zero", "one"] if labelled else None, "class"), indices=np.arange(100, 115))
+    rows = [am.Clustering("latent", name, "kmeans", {}, 1.0, 0.1, clusters, np.random.default_rng(0).random((15, 2)))
+            for name in ("umap", "tsne")]
+    am.plot_embeddings_page(rows, data, rows[0], "test", tmp_path / "page.html", seed=0)
+    columns = page_data(tmp_path / "page.html")
+    assert sorted(columns["index"]) == list(range(100, 115))  # every scored image once, by its position
+    order = columns["index"] - 100
+    assert list(columns["cluster"]) == [f"cluster {clusters[i]}" for i in order]
+    assert np.allclose(columns["x umap"], rows[0].embedding[order, 0]) and len(columns["y tsne"]) == 15
+    if labelled:
+        assert list(columns["class"]) == [["zero", "one"][labels[i]] for i in order]
+        assert list(columns["wrong"]) == [i in range(6, 10) for i in order]
+    else:
+        assert "class" not in columns and "wrong" not in columns
+    # Past PAGE_POINTS a random sample, and the page says so.
+    monkeypatch.setattr(am, "PAGE_POINTS", 10)
+    am.plot_embeddings_page(rows, data, rows[0], "test", tmp_path / "sampled.html", seed=0)
+    assert len(set(page_data(tmp_path / "sampled.html")["index"])) == 10
+    assert "a random sample of 10 of the 15 scored images" in (tmp_path / "sampled.html").read_text()
