@@ -434,11 +434,12 @@ def reduce_and_cluster(features: dict[str, np.ndarray], context: dict[str, np.nd
         tasks += [(kind, name, *prepared[name], len(points)) for name in REDUCTIONS[kind]
                   + (("umap10+train",) if kind in context else ())]
     order = sorted(range(len(tasks)), key=lambda index: SLOWEST_FIRST.index(tasks[index][1]))
-    # Arrays reach the workers as memory-mapped files (joblib's default), not a copy in each. Their
-    # stderr is muted: a Ctrl-C as one starts would print a traceback; an error in a task is raised
-    # here, and reported as usual.
+    # Arrays reach the workers as memory-mapped files (joblib's), not a copy in each; copy-on-write,
+    # as UMAP writes into its graph. Their stderr is muted: a Ctrl-C as one starts would print a
+    # traceback; an error in a task is raised here, and reported as usual.
     with parallel_config(backend="loky", inner_max_num_threads=1), quiet_stderr():
-        done = dict(zip(order, Parallel(WORKERS, batch_size=1, initializer=start_worker)(
+        done = dict(zip(order, Parallel(WORKERS, batch_size=1, mmap_mode="c",
+                                        initializer=start_worker)(
             delayed(embed_and_cluster)(*tasks[index], labels, n_clusters, seed)
             for index in order)))
     return [row for index in range(len(tasks)) for row in done[index]], shared

@@ -2,6 +2,7 @@
 clustering accuracy, the data loader, which seeds benchmarks/seeds.py runs, and two pieces of
 benchmarks/stage_levers.py (the label-free matching of two clusterings, SCAN's balance term), and
 benchmarks/scale.py's moved images and growth exponents."""
+import functools
 import gzip
 import json
 import sys
@@ -275,7 +276,10 @@ def test_past_the_exact_limit_the_neighbour_graph_is_approximate_in_the_same_for
     assert np.allclose(np.linalg.norm(points[indices] - points[:, None], axis=-1), distances, atol=1e-5)
 
 
-def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_computes_them():
+def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_computes_them(monkeypatch):
+    # Every array memory-mapped to the workers, as joblib maps those over 1 MB (UMAP writes into its
+    # graph: the script maps them copy-on-write).
+    monkeypatch.setattr(am, "Parallel", functools.partial(am.Parallel, max_nbytes=0))
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 40)
     blobs = (rng.normal(size=(200, 6)) + 4 * np.repeat(np.arange(3), [70, 70, 60])[:, None]).astype(np.float32)
