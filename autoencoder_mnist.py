@@ -428,6 +428,9 @@ def reduce_and_cluster(features: dict[str, np.ndarray], context: dict[str, np.nd
     shared work."""
     tasks, shared = [], {}
     for kind, points in features.items():
+        also = f" and the training {NAMES[kind]}" if kind in context else ""
+        print(f"  principal components and nearest neighbours of the {NAMES[kind]}{also}",
+              flush=True)
         start = time.perf_counter()
         prepared, shared[f"{kind}_pca_variance_kept"] = spaces(points, context.get(kind), seed)
         shared[f"{kind}_shared_seconds"] = round(time.perf_counter() - start, 2)

@@ -7,8 +7,9 @@ Size F holds F x 60,000 training and F x 10,000 test images: MNIST's own, then f
 each shifted by up to 10% and rotated by up to 10 degrees at random (the student's augmentation),
 labels carried over, written to OUT/mnist-xF.npz. The script runs on each size in turn, one at a
 time and as a user runs it (its default threads), with FLAGS (default: the student recipe with two
-epochs of training and two of the student, `--recipe student --epochs 2 --student 2`: the per-epoch
-time is what grows). OUT/run-xF is that run's folder; a size whose folder holds a finished run with
+epochs of training and one of the student, `--recipe student --epochs 2 --student 1`: the per-epoch
+time is what grows; `--sizes 1 5 -- --recipe student` is the whole recipe on MNIST and on five
+times MNIST). OUT/run-xF is that run's folder; a size whose folder holds a finished run with
 the same flags is not run again. Peak memory is the largest sum of the resident sets of the run's
 processes (workers included), read every 0.2 s.
 
@@ -33,7 +34,7 @@ import common
 from common import am
 from speed import cpu_name
 
-DEFAULT_FLAGS = ["--recipe", "student", "--epochs", "2", "--student", "2"]
+DEFAULT_FLAGS = ["--recipe", "student", "--epochs", "2", "--student", "1"]
 
 
 def main() -> None:
@@ -47,8 +48,9 @@ def main() -> None:
     flags = args.flags or DEFAULT_FLAGS
     if min(args.sizes) < 1 or len(set(args.sizes)) < 2:
         arguments.error("--sizes takes two or more different whole numbers, 1 or more")
-    if any(flag.startswith(("--data", "--out", "--resume")) for flag in flags):
-        arguments.error("--data, --out and --resume are this command's to set")
+    if any(flag.startswith(("--data", "--out", "--resume", "--train-size", "--test-size"))
+           for flag in flags):
+        arguments.error("--data, --out, --resume and the sizes are this command's to set")
     am.parse_config(flags)  # a bad flag stops here, before any run
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = sorted(args.sizes)
@@ -169,7 +171,9 @@ def stage_seconds(runs: dict[int, dict]) -> dict[str, list[float]]:
 
 
 def exponent(images: list[int], seconds: list[float]) -> float:
-    """The slope of log seconds on log images between the two largest sizes."""
+    """The slope of log seconds on log images between the two largest sizes (NaN where a time is 0)."""
+    if min(seconds[-2:]) <= 0:
+        return math.nan
     return math.log(seconds[-1] / seconds[-2]) / math.log(images[-1] / images[-2])
 
 
@@ -187,12 +191,18 @@ def report(command: str, flags: list[str], sizes: list[int], runs: dict[int, dic
              "", "| stage | " + " | ".join(header) + " | exponent |",
              "| --- |" + " ---: |" * (len(header) + 1)]
     for name, seconds in table.items():
+        if not any(seconds):  # the "none" reduction: nothing to time
+            continue
         grows = "" if len(seconds) < len(sizes) else f"{exponent(images, seconds):.2f}"
-        lines.append(f"| {name} | " + " | ".join(f"{value:.1f}" for value in seconds)
-                     + f" | {grows} |")
+        lines.append(f"| {name} | " + " | ".join(f"{value:.{1 if value >= 10 else 2}f}"
+                                                 for value in seconds)
+                     + f" | {grows.replace('nan', '—')} |")
     memory = [metrics["scale"]["peak_memory_mb"] for metrics in runs.values()]
     lines.append("| peak memory, all processes (MB) | " + " | ".join(f"{value:,}" for value in memory)
                  + f" | {exponent(images, memory):.2f} |")
+    wall = table["whole run (wall)"]
+    lines += ["", f"The whole run on x{sizes[-1]} took {wall[-1] / wall[0]:.2f}x the run on x{sizes[0]}, "
+              f"for {images[-1] / images[0]:.2f}x the images."]
     return "\n".join(lines + [""])
 
 
