@@ -891,7 +891,7 @@ def plot_embeddings_page(clusterings: list[Clustering], data: Dataset, shown: Cl
         for plot, name in zip(plots, titles):
             for group, index in groups[by].items():
                 chosen = models.GroupFilter(column_name=by, group=group)
-                plot.scatter(f"x {name}", f"y {name}", source=source, size=4, alpha=0.7,
+                plot.scatter(f"x {name}", f"y {name}", source=source, size=3, alpha=0.7,
                              color=matplotlib.colors.to_hex(palette(index % palette.N)),
                              view=models.CDSView(filter=chosen & mistakes if mistakes else chosen),
                              legend_label=group)
