@@ -137,7 +137,8 @@ def watch_memory(process: subprocess.Popen, peak: list[int]) -> None:
 
 
 def stage_seconds(runs: dict[int, dict]) -> dict[str, list[float]]:
-    """Each stage's seconds at each size, in pipeline order."""
+    """Each stage's seconds at each size, in pipeline order; NaN where a run's version of the script
+    did not record it (a curve of an earlier commit)."""
     rows = {}
 
     def add(name: str, value) -> None:
@@ -158,11 +159,11 @@ def stage_seconds(runs: dict[int, dict]) -> dict[str, list[float]]:
             if row["clusterer"] == am.CLUSTERERS.get(row["reduction"], ("kmeans",))[0]:
                 add(f"{row['features']}: {row['reduction']}", row["seconds"])
             add(f"{row['features']}: {row['reduction']}, {row['clusterer']} and scores",
-                row["cluster_seconds"])
+                row.get("cluster_seconds", math.nan))
         add("reduce and cluster (both workers)", timings["reduce and cluster"])
         for kind, stage in (metrics["student"] or {}).items():
-            add(f"student of the {am.NAMES[kind]}: targets", stage["targets_seconds"])
-            add(f"student of the {am.NAMES[kind]}: last epoch", stage["epoch_seconds"][-1])
+            add(f"student of the {am.NAMES[kind]}: targets", stage.get("targets_seconds", math.nan))
+            add(f"student of the {am.NAMES[kind]}: last epoch", stage.get("epoch_seconds", [math.nan])[-1])
             add(f"student of the {am.NAMES[kind]} (whole stage)",
                 timings[f"student of the {am.NAMES[kind]}"])
         add("outputs (plots, codes.npz)", timings["outputs"])
@@ -194,9 +195,9 @@ def report(command: str, flags: list[str], sizes: list[int], runs: dict[int, dic
         if not any(seconds):  # the "none" reduction: nothing to time
             continue
         grows = "" if len(seconds) < len(sizes) else f"{exponent(images, seconds):.2f}"
-        lines.append(f"| {name} | " + " | ".join(f"{value:.{1 if value >= 10 else 2}f}"
-                                                 for value in seconds)
-                     + f" | {grows.replace('nan', '—')} |")
+        lines.append((f"| {name} | " + " | ".join(f"{value:.{1 if value >= 10 else 2}f}"
+                                                  for value in seconds)
+                      + f" | {grows} |").replace("nan", "—"))
     memory = [metrics["scale"]["peak_memory_mb"] for metrics in runs.values()]
     lines.append("| peak memory, all processes (MB) | " + " | ".join(f"{value:,}" for value in memory)
                  + f" | {exponent(images, memory):.2f} |")
