@@ -79,7 +79,9 @@ def make_set(size: int, path: Path) -> None:
         arrays.update({f"x_{split}": np.concatenate(copies), f"y_{split}": np.tile(labels, size)})
     print(f"size {size}: {len(arrays['x_train']):,} training and {len(arrays['x_test']):,} test "
           f"images in {path}", flush=True)
-    np.savez(path, **arrays)
+    partial = path.with_suffix(".partial.npz")  # whole or not at all: a stopped write is redone
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
 
 
 def moved(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
