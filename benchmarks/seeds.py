@@ -33,7 +33,8 @@ def script_flags(config: am.Config, flags: list[str]) -> list[str] | None:
     ours = {**am.config_record(config), "resume": None}
     metrics = config.out / "metrics.json"
     theirs = json.loads(metrics.read_text())["config"] if metrics.is_file() else {}
-    if {**theirs, "reuse_model": None, "resume": None} == ours:
+    # The run in config.out is that folder's however its --out was spelled (relative or absolute).
+    if {**theirs, "reuse_model": None, "resume": None, "out": ours["out"]} == ours:
         return None
     if (config.out / ".checkpoint" / "config.json").is_file():
         return [*flags, "--seed", str(config.seed), "--resume", str(config.out)]
