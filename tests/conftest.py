@@ -105,16 +105,6 @@ def compile_umap_once() -> None:
         am.reduce(name, points, am.nearest_neighbours(points, am.UMAP_NEIGHBOURS, 0), seed=0)
 
 
-# Past EXACT_NEIGHBOURS points the graph comes from pynndescent, whose numba code compiles for 10-30 s:
-# in a process of its own, on 300 points (two of them the same) with the limit set at 100.
-NEIGHBOURS_RUN = """import sys, numpy as np, autoencoder_mnist as am
-am.EXACT_NEIGHBOURS = 100
-points = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
-points[1] = points[0]
-np.savez(sys.argv[1], points=points, **dict(zip(("indices", "distances"), am.nearest_neighbours(points, 8, 0))))
-"""
-
-
 def pytest_collection_modifyitems(session, config, items):
     names = {item.name for item in items}
     if names & {"test_the_headline_recipe_runs_on_jax_with_a_silent_stderr",
@@ -131,11 +121,6 @@ def pytest_collection_modifyitems(session, config, items):
             [sys.executable, str(SCRIPT), *JAX_RUN, "--out", str(folder / "jax")], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env={**script_env(), "KERAS_BACKEND": "jax", "PYTHONPATH": path}
         ), folder / "jax", []
-    if "test_past_the_exact_limit_the_neighbour_graph_is_approximate_in_the_same_form" in names:
-        (folder / "neighbours").mkdir()
-        BACKGROUND["neighbours"] = subprocess.Popen(
-            [sys.executable, "-c", NEIGHBOURS_RUN, str(folder / "neighbours" / "graph.npz")], cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env()), folder / "neighbours", []
     if "test_ctrl_c_while_the_workers_reduce_stops_in_one_line_and_keeps_earlier_results" in names:
         (folder / "ctrl-c").mkdir()
         (folder / "ctrl-c" / EARLIER).write_text("{}")
