@@ -857,10 +857,10 @@ def plot_embeddings_page(clusterings: list[Clustering], data: Dataset, shown: Cl
     from bokeh import embed, layouts, models, plotting, resources
     from PIL import Image
 
-    def webp(image: np.ndarray) -> str:  # lossless, a quarter smaller than PNG; base64, for a URI
-        Image.fromarray((image * 255).round().astype(np.uint8)).save(buffer := io.BytesIO(), "WEBP",
-                                                                     lossless=True)
-        return base64.b64encode(buffer.getvalue()).decode()
+    def webp(image: np.ndarray) -> str:  # lossless, a quarter smaller than PNG; base64 for a URI
+        Image.fromarray(np.uint8(image * 255 + 0.5)).save(out := io.BytesIO(), "WEBP",
+                                                          lossless=True)
+        return base64.b64encode(out.getvalue()).decode()
 
     titles, labels, n = {"umap": "UMAP", "tsne": "t-SNE"}, data.y_test, len(data.x_test)
     keep = np.sort(np.random.default_rng(seed).choice(n, min(n, PAGE_POINTS), replace=False))
@@ -874,9 +874,8 @@ def plot_embeddings_page(clusterings: list[Clustering], data: Dataset, shown: Cl
         classes, (_, rows, columns) = np.unique(labels), matching(labels, shown.clusters)
         colour = {c: dict(zip(columns, rows)).get(c, -1) for c in colour}
         groups[data.noun] = {data.name(label): index for index, label in enumerate(classes)}
-        truth = np.searchsorted(classes, labels[keep])
-        table.update(wrong=[colour[c] != t for c, t in zip(shown.clusters[keep], truth)],
-                     **{data.noun: [data.name(label) for label in labels[keep]]})
+        table.update(wrong=[colour[c] != t for c, t in zip(shown.clusters[keep], np.searchsorted(
+            classes, labels[keep]))], **{data.noun: [data.name(label) for label in labels[keep]]})
     groups["cluster"] = {f"cluster {c}": colour[c] for c in sorted(colour, key=colour.get)}
     hover = ('<img src="data:image/webp;base64,@image" width="84" height="84" style="image-'
              'rendering: pixelated"><br>#@index in the data file<br>' + (
