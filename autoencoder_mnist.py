@@ -572,6 +572,15 @@ def matching(labels: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.n
     return counts, *linear_sum_assignment(counts, maximize=True)
 
 
+def matched_classes(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Per cluster number, the index (in np.unique(labels)) of the class the matching gives it; the
+    count of classes where it has none."""
+    counts, rows, columns = matching(labels, clusters)
+    matched = np.full(counts.shape[1], len(counts))
+    matched[columns] = rows
+    return matched
+
+
 # ---- Train for clustering (--student) -----------------------------------------------------------
 
 
@@ -764,10 +773,8 @@ def plot_embeddings(clusterings: list[Clustering], data: Dataset, split: str, pa
         name, scores, colourings = titles[clustering.reduction], clustering.scores, [
             clustering.clusters]
         if labels is not None:
-            counts, rows, columns = matching(labels, clustering.clusters)
-            class_of_cluster = np.full(counts.shape[1], len(classes))
-            class_of_cluster[columns] = rows
-            colourings = [np.searchsorted(classes, labels), class_of_cluster[clustering.clusters]]
+            colourings = [np.searchsorted(classes, labels),
+                          matched_classes(labels, clustering.clusters)[clustering.clusters]]
             axes[0, column].set_title(f"{name} of the codes, coloured by true {data.noun}")
         for ax, colour in zip(axes[:, column], colourings):
             ax.scatter(*clustering.embedding.T, c=colour, cmap=colours, vmin=0,
@@ -871,11 +878,11 @@ def plot_embeddings_page(clusterings: list[Clustering], data: Dataset, shown: Cl
     # Each cluster's colour (its place in the palette), and each tab's groups with their colours.
     colour, groups = {c: c for c in np.unique(shown.clusters)}, {}
     if labels is not None:  # each cluster in the colour of the class it is matched to, if any
-        classes, (_, rows, columns) = np.unique(labels), matching(labels, shown.clusters)
-        colour = {c: dict(zip(columns, rows)).get(c, -1) for c in colour}
+        classes, matched = np.unique(labels), matched_classes(labels, shown.clusters)
+        colour = {c: matched[c] if matched[c] < len(classes) else -1 for c in colour}
         groups[data.noun] = {data.name(label): index for index, label in enumerate(classes)}
-        table.update(wrong=[colour[c] != t for c, t in zip(shown.clusters[keep], np.searchsorted(
-            classes, labels[keep]))], **{data.noun: [data.name(label) for label in labels[keep]]})
+        table.update(wrong=(matched[shown.clusters[keep]] != np.searchsorted(classes, labels[keep]))
+                     .tolist(), **{data.noun: [data.name(label) for label in labels[keep]]})
     groups["cluster"] = {f"cluster {c}": colour[c] for c in sorted(colour, key=colour.get)}
     hover = ('<img src="data:image/webp;base64,@image" width="84" height="84" style="image-'
              'rendering: pixelated"><br>#@index in the data file<br>' + (
