@@ -93,9 +93,12 @@ SHIFT, ROTATION = 0.1, 10 / 360  # DEC-DA's augmentation: of the width and heigh
 # advises; UMAP's 200 layout epochs take half its default's time for the same rows (log section 5).
 PCA_DIMS, UMAP_EPOCHS = 50, 200
 UMAP_NEIGHBOURS = 30  # umap10's: one graph of 30 serves every UMAP fit of a set of points
-# An exact neighbour search costs n^2: on more points pynndescent's, near n log n, finds 99.9% of
-# the same neighbours 4x as fast at 70,000 (log section 24).
-EXACT_NEIGHBOURS = 20_000
+# Past this many points, each step that grows faster than them takes a linear path (log section
+# 24): pynndescent's neighbour search (an exact one costs n^2; at 70,000 points it finds 99.9% of
+# the same neighbours 4x as fast), UMAP's start from principal components (its spectral start
+# costs n^1.5), and KMeans and the mixture fitted to a sample this size (more points take them
+# more iterations), which then assign the rest.
+LARGE = 20_000
 # Pixels are the baseline. "umap10", UMAP to 10-d, is for clustering only; --embed-train adds
 # "umap10+train", the same fitted with the training codes (and --pixel-twin's pixels) as context.
 REDUCTIONS = {"pixels": ("none", "pca", "umap", "umap10"),
@@ -474,10 +477,10 @@ def principal_components(features: np.ndarray, seed: int) -> tuple[np.ndarray, P
 
 def nearest_neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest neighbours of each point (n, d), itself first at distance 0 as UMAP expects:
-    indices (n, k) and distances (n, k). Exact up to EXACT_NEIGHBOURS points, past them
+    indices (n, k) and distances (n, k). Exact up to LARGE points, past them
     pynndescent's nearest-neighbour descent (umap-learn's own search) on one thread."""
     itself = np.arange(len(points))[:, None]
-    if len(points) <= EXACT_NEIGHBOURS:
+    if len(points) <= LARGE:
         # Asked with the points again, scikit-learn would find each at a rounding error's distance,
         # which UMAP would take for its nearest neighbour's (rho), shifting every membership.
         others, indices = NearestNeighbors(n_neighbors=min(k, len(points)) - 1).fit(
@@ -508,7 +511,7 @@ def embed_and_cluster(kind: str, name: str, points: np.ndarray, graph: tuple | N
     seconds, rows = time.perf_counter() - start, []
     for clusterer in CLUSTERERS.get(name, ("kmeans",)):
         start = time.perf_counter()
-        clusters = clusterers(n_clusters, seed)[clusterer].fit_predict(embedding)[:n]
+        clusters = fit_predict(clusterers(n_clusters, seed)[clusterer], embedding, seed)[:n]
         scores = score(labels, clusters, embedding[:n], seed)
         rows.append(Clustering(kind, name, clusterer, scores, seconds, time.perf_counter() - start,
                                clusters, None if name == "none" else embedding[:n]))
@@ -529,7 +532,8 @@ def reduce(name: str, points: np.ndarray, graph: tuple | None, seed: int) -> np.
     def umap(n_components: int, n_neighbors: int, **settings) -> UMAP:
         knn = (graph[0][:, :n_neighbors], graph[1][:, :n_neighbors]) if graph else (None,) * 3
         return UMAP(n_components=n_components, n_neighbors=n_neighbors, random_state=seed,
-                    n_jobs=1, precomputed_knn=knn, n_epochs=UMAP_EPOCHS, **settings)
+                    n_jobs=1, precomputed_knn=knn, n_epochs=UMAP_EPOCHS,
+                    init="spectral" if len(points) <= LARGE else "pca", **settings)
 
     reducers = {"pca": PCA(n_components=2, random_state=seed), "umap": umap(2, 15),
                 # For clustering: more room, points packed tight, wider neighbourhoods.
@@ -543,6 +547,15 @@ def clusterers(n_clusters: int, seed: int) -> dict:
     """Name -> unfitted clusterer, each the best of 10 initialisations."""
     return {"kmeans": KMeans(n_clusters=n_clusters, n_init=10, random_state=seed),
             "gmm": GaussianMixture(n_components=n_clusters, n_init=10, random_state=seed)}
+
+
+def fit_predict(clusterer, points: np.ndarray, seed: int) -> np.ndarray:
+    """The clusterer's cluster of each point (n, d): fitted to them all, or past LARGE to that
+    many drawn with `seed`."""
+    if len(points) <= LARGE:
+        return clusterer.fit_predict(points)
+    drawn = np.random.default_rng(seed).choice(len(points), LARGE, replace=False)
+    return clusterer.fit(points[drawn]).predict(points)
 
 
 def score(labels: np.ndarray | None, clusters: np.ndarray, points: np.ndarray | None = None,
@@ -626,7 +639,8 @@ def training_targets(features: np.ndarray, n_clusters: int,
     graph = nearest_neighbours(compact, UMAP_NEIGHBOURS, seed)
     with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
         embedding = reduce("umap10", compact, graph, seed)
-        return clusterers(n_clusters, seed)["gmm"].fit_predict(embedding), graph[0], embedding
+        return (fit_predict(clusterers(n_clusters, seed)["gmm"], embedding, seed), graph[0],
+                embedding)
 
 
 def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,

@@ -276,10 +276,45 @@ def test_past_the_exact_limit_the_neighbour_graph_is_pynndescents_in_the_same_fo
                                             dtype=np.float32))
 
     monkeypatch.setattr(pynndescent, "NNDescent", Found)
-    monkeypatch.setattr(am, "EXACT_NEIGHBOURS", 2)
+    monkeypatch.setattr(am, "LARGE", 2)
     indices, distances = am.nearest_neighbours(points, 3, seed=7)
     assert indices.tolist() == [[0, 1, 2], [1, 0, 2], [2, 0, 1]]
     assert np.allclose(distances, [[0, 0, 0.1], [0, 0, 0.2], [0, 0, 0.4]])
+
+
+def test_past_the_limit_clusterers_fit_a_seeded_sample_and_assign_every_point(monkeypatch):
+    class Recorded:  # the mixture, recording what it was fitted to
+        def __init__(self):
+            self.mixture, self.fitted = am.clusterers(3, seed=0)["gmm"], []
+
+        def fit(self, points):
+            self.fitted.append(points)
+            return self.mixture.fit(points)
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 100)
+    points = rng.normal(size=(300, 4)) + 6 * labels[:, None]
+    monkeypatch.setattr(am, "LARGE", 300)
+    whole = am.fit_predict(am.clusterers(3, seed=0)["gmm"], points, seed=0)
+    assert np.array_equal(whole, am.clusterers(3, seed=0)["gmm"].fit_predict(points))
+    monkeypatch.setattr(am, "LARGE", 60)
+    recorded = Recorded()
+    sampled = am.fit_predict(recorded, points, seed=0)
+    assert [len(np.unique(fitted, axis=0)) for fitted in recorded.fitted] == [60]
+    assert len(sampled) == 300 and am.score(labels, sampled)["acc"] == 1.0
+
+
+def test_past_the_limit_umap_starts_from_principal_components(monkeypatch):
+    import umap
+
+    inits = []
+    monkeypatch.setattr(umap, "UMAP", lambda init, **settings: inits.append(init) or am.PCA(2))
+    points = np.random.default_rng(0).random((40, 5))
+    monkeypatch.setattr(am, "LARGE", 40)
+    am.reduce("umap", points, None, seed=0)
+    monkeypatch.setattr(am, "LARGE", 39)
+    am.reduce("umap10", points, None, seed=0)
+    assert inits == ["spectral", "spectral", "pca", "pca"]  # reduce builds both of its UMAPs
 
 
 def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_computes_them(monkeypatch):
