@@ -365,12 +365,12 @@ def train(autoencoder: keras.Model, data: Dataset, epochs: int, checkpoint: Path
     log = checkpoint / "history.csv"
     with signals_deferred() as stop_on_signal:
         try:
-            autoencoder.fit(data.x_train, data.x_train, batch_size=BATCH, epochs=epochs,
-                            shuffle=True, verbose=0, validation_data=(data.x_test, data.x_test),
+            autoencoder.fit(images := batches(data.x_train, seed=seed), epochs=epochs, verbose=0,
+                            shuffle=False, validation_data=batches(data.x_test),
                             callbacks=[keras.callbacks.BackupAndRestore(str(checkpoint / "backup"),
                                                                         delete_checkpoint=False),
                                        stop_on_signal, progress("", epochs, len(data.x_train)),
-                                       shuffled_by_epoch(seed),
+                                       images.shuffler,
                                        keras.callbacks.CSVLogger(str(log), append=True)])
         except OSError as error:
             raise WriteError(f"could not save training's checkpoint in {checkpoint} "
@@ -381,12 +381,36 @@ def train(autoencoder: keras.Model, data: Dataset, epochs: int, checkpoint: Path
             for name in ("loss", "val_loss", "images_per_second")}
 
 
+def batches(images: np.ndarray, targets: np.ndarray | None = None,
+            seed: int | None = None) -> keras.utils.PyDataset:
+    """Images (n, 28, 28, 1) and their targets (n,), or themselves as an autoencoder's, BATCH at a
+    time, as Keras' fit and predict take them: given whole, Keras would copy them four times over
+    (2.9 GB more for 0.7 GB of images, log section 24). With a seed, in a new order each epoch from
+    the seed and the epoch alone (its `shuffler` callback; fit's own shuffle must be off), so that
+    a resumed run repeats the whole one on any backend."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        order = np.arange(len(images))
+        shuffler = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: setattr(
+            Batches, "order", np.random.default_rng([seed, epoch]).permutation(len(images))))
+
+        def __len__(self) -> int:
+            return math.ceil(len(images) / BATCH)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            chosen = np.sort(self.order[index * BATCH:(index + 1) * BATCH])
+            return images[chosen], (images if targets is None else targets)[chosen]
+
+    return Batches()
+
+
 # ---- Encode --------------------------------------------------------------------------------------
 
 
 def encode(encoder: keras.Model, images: np.ndarray) -> np.ndarray:
     """Images (n, 28, 28, 1) -> flat codes (n, 1568), or (n, bottleneck)."""
-    return encoder.predict(images, batch_size=1024, verbose=0).reshape(len(images), -1)
+    return encoder.predict(batches(images), verbose=0).reshape(len(images), -1)
 
 
 def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dict[str, float]:
@@ -613,8 +637,8 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
     print(f"  {clean.mean():.1%} of the training images have clean targets "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     targets_seconds, student = time.perf_counter() - start, build_student(n_clusters)
-    assigned = learn(student, images[clean], targets[clean], config.student).predict(
-        images, batch_size=1024, verbose=0).argmax(axis=1)
+    assigned = learn(student, images[clean], targets[clean], config.student,
+                     config.seed).predict(batches(images), verbose=0).argmax(axis=1)
     stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
              "kept": float(np.mean(assigned[clean] == targets[clean])),
              "targets_seconds": round(targets_seconds, 2), "epoch_seconds": [
@@ -644,7 +668,7 @@ def training_targets(features: np.ndarray, n_clusters: int,
 
 
 def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,
-          loss: str | Callable = "sparse_categorical_crossentropy") -> keras.Model:
+          seed: int = 0, loss: str | Callable = "sparse_categorical_crossentropy") -> keras.Model:
     """Fit the student to the images' (n, 28, 28, 1) targets (n,) by `loss`, Adam's rate falling
     from 1e-3 to 0 along one cosine. Each epoch's line gives the share of every 30th image it is
     confident of."""
@@ -654,10 +678,12 @@ def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs:
     student.compile(loss=loss, optimizer=keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(1e-3, steps)))
     confident = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
-        confident=np.mean(student.predict(images[::30], BATCH, verbose=0).max(axis=1) >= CONFIDENT)))
+        confident=np.mean(student.predict(batches(images[::30]), verbose=0).max(axis=1)
+                          >= CONFIDENT)))
     with signals_deferred() as stop_on_signal:
-        student.fit(images, targets, epochs=epochs, verbose=0, batch_size=BATCH, shuffle=True,
-                    callbacks=[stop_on_signal, confident, progress("student ", epochs, len(images))])
+        student.fit(data := batches(images, targets, seed), epochs=epochs, verbose=0, shuffle=False,
+                    callbacks=[stop_on_signal, data.shuffler, confident,
+                               progress("student ", epochs, len(images))])
     return student
 
 
@@ -703,7 +729,7 @@ def train_students(training: dict[str, np.ndarray], data: Dataset, config: Confi
                                                                  data.n_clusters, config)
         if students[kind] is not None:
             start = time.perf_counter()
-            probabilities = students[kind].predict(data.x_test, batch_size=1024, verbose=0)
+            probabilities = students[kind].predict(batches(data.x_test), verbose=0)
             clusters = probabilities.argmax(axis=1)
             scores = score(data.y_test, clusters, probabilities, config.seed)
             rows.append(Clustering(kind, "student", "softmax", scores, stages.seconds[stage],
@@ -1013,7 +1039,7 @@ def run(config: Config) -> None:
                                 "encoder.keras": for_new_images(encoder, data.scale).save})
         with stages("encode"):
             codes = encode(encoder, data.x_test)
-            reconstructions = autoencoder.predict(data.x_test, batch_size=1024, verbose=0)
+            reconstructions = autoencoder.predict(batches(data.x_test), verbose=0)
             training = {"latent": encode(encoder, data.x_train)} if (
                 config.embed_train or config.student) else {}
         if config.pixel_twin:  # the same steps on the raw pixels, the autoencoder's baseline
@@ -1181,24 +1207,6 @@ def progress(what: str, epochs: int, images: int) -> keras.callbacks.Callback:
     return keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: started.update({epoch: time.perf_counter()}),
         on_epoch_end=end)
-
-
-def shuffled_by_epoch(seed: int) -> keras.callbacks.Callback:
-    """Why: under JAX and PyTorch fit() shuffles with NumPy's and PyTorch's global generators,
-    whose state a resumed run has not reached. Each epoch's order then follows from the seed and
-    the epoch alone, so that a resumed run repeats the whole one (TensorFlow's shuffle reads
-    neither, and is left as it is)."""
-    import keras
-
-    def reseed(epoch: int, logs: dict) -> None:
-        np.random.seed([seed, epoch])
-        if keras.config.backend() == "torch":
-            import torch
-
-            torch.manual_seed(np.random.randint(2**31))
-
-    return keras.callbacks.LambdaCallback(
-        on_epoch_begin=None if keras.config.backend() == "tensorflow" else reseed)
 
 
 def import_stack() -> None:
