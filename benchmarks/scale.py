@@ -11,7 +11,8 @@ epochs of training and one of the student, `--recipe student --epochs 2 --studen
 time is what grows; `--sizes 1 5 -- --recipe student` is the whole recipe on MNIST and on five
 times MNIST). OUT/run-xF is that run's folder; a size whose folder holds a finished run with
 the same flags is not run again. Peak memory is the largest sum of the resident sets of the run's
-processes (workers included), read every 0.2 s.
+processes (workers included), read every 0.2 s: over the whole run, and during each stage the
+script's log times.
 
 OUT/scale.md then gives, headed by the command and the CPU, the seconds of each stage at each size
 and its exponent: the slope of log seconds on log images between the two largest sizes (1 is
@@ -21,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -105,26 +107,31 @@ def run(data: Path, flags: list[str], out: Path) -> dict:
         print(f"{out}: finished run kept", flush=True)
         return json.loads(saved.read_text())
     print(f"{out}: running, terminal output in {out}.log", flush=True)
-    start, peak = time.perf_counter(), [0]
+    start, samples = time.perf_counter(), []
     with open(f"{out}.log", "w") as log:
         process = subprocess.Popen([sys.executable, str(common.HERE.parent / "autoencoder_mnist.py"),
                                     *flags, "--data", str(data), "--out", str(out)],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        watch = threading.Thread(target=watch_memory, args=(process, peak), daemon=True)
+        watch = threading.Thread(target=watch_memory, args=(process, samples), daemon=True)
         watch.start()
         status = process.wait()
         watch.join()
     if status:
         sys.exit(f"error: the run failed with status {status}; see {out}.log")
-    metrics = json.loads(saved.read_text())
-    metrics["scale"] = {"wall_seconds": round(time.perf_counter() - start, 1),
-                        "peak_memory_mb": round(peak[0] / 2**20)}
+    metrics, wall = json.loads(saved.read_text()), time.perf_counter() - start
+    samples = [(at - start, total) for at, total in samples]
+    metrics["scale"] = {"wall_seconds": round(wall, 1),
+                        "peak_memory_mb": round(max(total for _, total in samples) / 2**20),
+                        "stage_peak_memory_mb": stage_peaks(
+                            Path(f"{out}.log").read_text(), wall - metrics["timings"]["total"],
+                            samples)}
     saved.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def watch_memory(process: subprocess.Popen, peak: list[int]) -> None:
-    """Until `process` ends, peak[0] = the largest sum of the resident sets of its process group."""
+def watch_memory(process: subprocess.Popen, samples: list[tuple[float, int]]) -> None:
+    """Until `process` ends, every 0.2 s, (when, the sum of the resident sets of its process group)
+    into samples."""
     while process.poll() is None:
         total = 0
         for entry in Path("/proc").iterdir():
@@ -134,8 +141,20 @@ def watch_memory(process: subprocess.Popen, peak: list[int]) -> None:
                     total += int(status.split("VmRSS:")[1].split()[0]) * 1024
             except (OSError, IndexError):  # a process that ended meanwhile, or a kernel thread
                 continue
-        peak[0] = max(peak[0], total)
+        samples.append((time.perf_counter(), total))
         time.sleep(0.2)
+
+
+def stage_peaks(log: str, offset: float, samples: list[tuple[float, int]]) -> dict[str, int]:
+    """Each stage's peak memory in MB: the largest of the samples (seconds since the run started,
+    bytes) within the stage, as the log's lines "[ t s] STAGE done in d s" time it on the script's
+    clock, which started `offset` seconds after the run."""
+    peaks = {}
+    for match in re.finditer(r"^\[ *([\d.]+) s\] (.+) done in ([\d.]+) s$", log, re.MULTILINE):
+        end, stage, seconds = float(match[1]) + offset, match[2], float(match[3])
+        peaks[stage] = round(max((total for at, total in samples if end - seconds <= at <= end),
+                                 default=0) / 2**20)
+    return peaks
 
 
 def stage_seconds(runs: dict[int, dict]) -> dict[str, list[float]]:
@@ -203,6 +222,14 @@ def report(command: str, flags: list[str], sizes: list[int], runs: dict[int, dic
     memory = [metrics["scale"]["peak_memory_mb"] for metrics in runs.values()]
     lines.append("| peak memory, all processes (MB) | " + " | ".join(f"{value:,}" for value in memory)
                  + f" | {exponent(images, memory):.2f} |")
+    stages = dict.fromkeys(stage for metrics in runs.values()
+                           for stage in metrics["scale"].get("stage_peak_memory_mb", {}))
+    for stage in stages:  # recorded since 2026-12-08: older runs show a dash
+        peaks = [metrics["scale"].get("stage_peak_memory_mb", {}).get(stage, math.nan)
+                 for metrics in runs.values()]
+        lines.append((f"| peak memory during {stage} (MB) | "
+                      + " | ".join(f"{value:,.0f}" for value in peaks)
+                      + f" | {exponent(images, peaks):.2f} |").replace("nan", "—"))
     wall = table["whole run (wall)"]
     lines += ["", f"The whole run on x{sizes[-1]} took {wall[-1] / wall[0]:.2f}x the run on x{sizes[0]}, "
               f"for {images[-1] / images[0]:.2f}x the images."]
@@ -215,9 +242,11 @@ def plot(sizes: list[int], runs: dict[int, dict], table: dict[str, list[float]],
     images = np.array([metrics["data"]["n_train"] + metrics["data"]["n_test"]
                        for metrics in runs.values()])
     fig, ax = plt.subplots(figsize=(9, 6))
-    for name, seconds in table.items():
-        if len(seconds) == len(sizes) and max(seconds) >= 5 and "," not in name.split(":")[-1]:
-            ax.plot(images, seconds, marker="o", label=f"{name} ({exponent(images, seconds):.2f})")
+    shown = [(name, seconds) for name, seconds in table.items()
+             if len(seconds) == len(sizes) and max(seconds) >= 5 and "," not in name.split(":")[-1]]
+    for line, (name, seconds) in enumerate(shown):  # past ten colours, another line style
+        ax.plot(images, seconds, marker="os^"[line // 10], linestyle=("-", "--", ":")[line // 10],
+                label=f"{name} ({exponent(images, seconds):.2f})")
     whole = table["whole run (wall)"]
     ax.plot(images, whole[0] * images / images[0], color="grey", linestyle="--",
             label="linear from the first size (exponent 1)")

@@ -1,7 +1,7 @@
 """Unit tests: the seed's architecture, the bottleneck, dense and noise options, the
 clustering accuracy, the data loader, which seeds benchmarks/seeds.py runs, and two pieces of
 benchmarks/stage_levers.py (the label-free matching of two clusterings, SCAN's balance term), and
-benchmarks/scale.py's moved images and growth exponents."""
+benchmarks/scale.py's moved images, growth exponents and peak memory per stage."""
 import functools
 import gzip
 import json
@@ -554,6 +554,10 @@ def test_scale_moves_an_image_within_the_students_shift_and_rotation_and_measure
     # A stage that doubles with the images grows with exponent 1; one that quadruples, 2.
     assert scale.exponent([10, 20, 40], [1.0, 2.0, 4.0]) == pytest.approx(1)
     assert scale.exponent([10, 20, 40], [1.0, 2.0, 8.0]) == pytest.approx(2)
+    # A stage's peak memory: the largest sample in its window, the script's clock 1 s behind ours.
+    log = "  loading\n[    1.5 s] data done in 1.5 s\n  epoch 1/1\n[   10.0 s] train done in 8.0 s\n"
+    samples = [(0.5, 1 * 2**20), (2.0, 5 * 2**20), (4.0, 3 * 2**20), (7.0, 9 * 2**20), (12.0, 4 * 2**20)]
+    assert scale.stage_peaks(log, 1.0, samples) == {"data": 5, "train": 9}
 
 
 def page_data(path):
