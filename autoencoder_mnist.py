@@ -87,17 +87,18 @@ BUNDLED_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b
 LOCK = ".lock"  # in --out: held by the run writing it (run_folder)
 MIN_IMAGES = 100  # t-SNE's perplexity needs more than 90 points, umap10's 30 neighbours 31
 BATCH = 256  # the seed's batch, of the autoencoder and of the student
+PREDICT_BATCH = 1024  # predicting keeps no gradients: a larger batch, fewer steps
 DENSE_WIDTHS = (500, 500, 2000)  # N2D's encoder (McConville et al.): 784 -> these -> the code
 SHIFT, ROTATION = 0.1, 10 / 360  # DEC-DA's augmentation: of the width and height; of a full turn
 # t-SNE and UMAP start from 50 principal components, not 1,568 code numbers, as scikit-learn
 # advises; UMAP's 200 layout epochs take half its default's time for the same rows (log section 5).
 PCA_DIMS, UMAP_EPOCHS = 50, 200
 UMAP_NEIGHBOURS = 30  # umap10's: one graph of 30 serves every UMAP fit of a set of points
-# Past this many points, each step that grows faster than them takes a linear path (log section
-# 24): pynndescent's neighbour search (an exact one costs n^2; at 70,000 points it finds 99.9% of
-# the same neighbours 4x as fast), UMAP's start from principal components (its spectral start
-# costs n^1.5), and KMeans and the mixture fitted to a sample this size (more points take them
-# more iterations), which then assign the rest.
+# Past this many points, each step that grows faster than them takes a linear path (log sections
+# 24 and 25): pynndescent's neighbour search (an exact one costs n^2; at 70,000 points it finds
+# 99.9% of the same neighbours 4x as fast), UMAP's start from principal components (its spectral
+# start costs n^1.5), and KMeans and the mixture fitted to a sample this size (more points take
+# them more iterations), which then assign the rest.
 LARGE = 20_000
 # Pixels are the baseline. "umap10", UMAP to 10-d, is for clustering only; --embed-train adds
 # "umap10+train", the same fitted with the training codes (and --pixel-twin's pixels) as context.
@@ -381,11 +382,11 @@ def train(autoencoder: keras.Model, data: Dataset, epochs: int, checkpoint: Path
             for name in ("loss", "val_loss", "images_per_second")}
 
 
-def batches(images: np.ndarray, targets: np.ndarray | None = None,
-            seed: int | None = None) -> keras.utils.PyDataset:
-    """Images (n, 28, 28, 1) and their targets (n,), or themselves as an autoencoder's, BATCH at a
+def batches(images: np.ndarray, targets: np.ndarray | None = None, seed: int | None = None,
+            size: int = BATCH) -> keras.utils.PyDataset:
+    """Images (n, 28, 28, 1) and their targets (n,), or themselves as an autoencoder's, `size` at a
     time, as Keras' fit and predict take them: given whole, Keras would copy them four times over
-    (2.9 GB more for 0.7 GB of images, log section 24). With a seed, in a new order each epoch from
+    (2.9 GB more for 0.7 GB of images, log section 25). With a seed, in a new order each epoch from
     the seed and the epoch alone (its `shuffler` callback; fit's own shuffle must be off), so that
     a resumed run repeats the whole one on any backend."""
     import keras
@@ -396,10 +397,10 @@ def batches(images: np.ndarray, targets: np.ndarray | None = None,
             Batches, "order", np.random.default_rng([seed, epoch]).permutation(len(images))))
 
         def __len__(self) -> int:
-            return math.ceil(len(images) / BATCH)
+            return math.ceil(len(images) / size)
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-            chosen = np.sort(self.order[index * BATCH:(index + 1) * BATCH])
+            chosen = np.sort(self.order[index * size:(index + 1) * size])
             return images[chosen], (images if targets is None else targets)[chosen]
 
     return Batches()
@@ -410,7 +411,7 @@ def batches(images: np.ndarray, targets: np.ndarray | None = None,
 
 def encode(encoder: keras.Model, images: np.ndarray) -> np.ndarray:
     """Images (n, 28, 28, 1) -> flat codes (n, 1568), or (n, bottleneck)."""
-    return encoder.predict(batches(images), verbose=0).reshape(len(images), -1)
+    return encoder.predict(batches(images, size=PREDICT_BATCH), verbose=0).reshape(len(images), -1)
 
 
 def score_reconstruction(images: np.ndarray, reconstructions: np.ndarray) -> dict[str, float]:
@@ -638,7 +639,8 @@ def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: i
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     targets_seconds, student = time.perf_counter() - start, build_student(n_clusters)
     assigned = learn(student, images[clean], targets[clean], config.student,
-                     config.seed).predict(batches(images), verbose=0).argmax(axis=1)
+                     config.seed).predict(batches(images, size=PREDICT_BATCH),
+                                          verbose=0).argmax(axis=1)
     stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
              "kept": float(np.mean(assigned[clean] == targets[clean])),
              "targets_seconds": round(targets_seconds, 2), "epoch_seconds": [
@@ -729,7 +731,8 @@ def train_students(training: dict[str, np.ndarray], data: Dataset, config: Confi
                                                                  data.n_clusters, config)
         if students[kind] is not None:
             start = time.perf_counter()
-            probabilities = students[kind].predict(batches(data.x_test), verbose=0)
+            probabilities = students[kind].predict(batches(data.x_test, size=PREDICT_BATCH),
+                                                   verbose=0)
             clusters = probabilities.argmax(axis=1)
             scores = score(data.y_test, clusters, probabilities, config.seed)
             rows.append(Clustering(kind, "student", "softmax", scores, stages.seconds[stage],
@@ -1039,7 +1042,8 @@ def run(config: Config) -> None:
                                 "encoder.keras": for_new_images(encoder, data.scale).save})
         with stages("encode"):
             codes = encode(encoder, data.x_test)
-            reconstructions = autoencoder.predict(batches(data.x_test), verbose=0)
+            reconstructions = autoencoder.predict(batches(data.x_test, size=PREDICT_BATCH),
+                                                  verbose=0)
             training = {"latent": encode(encoder, data.x_train)} if (
                 config.embed_train or config.student) else {}
         if config.pixel_twin:  # the same steps on the raw pixels, the autoencoder's baseline
