@@ -206,9 +206,11 @@ class Config:
 
 @dataclass
 class Dataset:
-    """Images in [0, 1], shape (n, 28, 28, 1), and integer labels (n,) or None; the scored
-    images' positions in the file (in x_test; under validation in x_train; under train+test in
-    both, joined); how the file stores its images and names its classes."""
+    """Images (n, 28, 28, 1) and integer labels (n,) or None: the scored images in [0, 1], the
+    training images as the file stores integers (uint8, 4x less memory; intensities() brings a
+    batch into [0, 1]) or in [0, 1]; the scored images' positions in the file (in x_test; under
+    validation in x_train; under train+test in both, joined); how the file stores its images and
+    names its classes."""
 
     x_train: np.ndarray
     y_train: np.ndarray | None
@@ -269,11 +271,10 @@ def load_data(config: Config) -> Dataset:
     n_clusters = config.clusters or (None if labels["test"] is None else
                                      len(np.unique(labels["test"])))
     refuse_unclusterable(arrays, n_clusters, config)
-    x_train = (arrays["x_train"] / np.float32(scale)).astype("float32", copy=False)[..., None]
-    x_test = x_train if config.evaluate_on == "train+test" else (  # one copy
-        arrays["x_test"] / np.float32(scale)).astype("float32", copy=False)[..., None]
+    x_train = compact(arrays["x_train"], scale)
+    x_test = x_train if config.evaluate_on == "train+test" else compact(arrays["x_test"], scale)
     digits = config.data is None or names == [str(digit) for digit in range(10)]
-    return Dataset(x_train, labels["train"], x_test, labels["test"], arrays["i_test"], n_clusters,
+    return Dataset(x_train, labels["train"], intensities(x_test), labels["test"], arrays["i_test"], n_clusters,
                    scale, scaling, source, None if digits else names,
                    "digit" if digits else "class")
 
@@ -290,6 +291,17 @@ def sample(labels: np.ndarray | None, n: int, size: int, rng: np.random.Generato
         members = order[labels[order] == label]
         position[members] = (np.arange(len(members)) + 0.5) / len(members)
     return np.sort(order[np.argsort(position[order], kind="stable")[:size]])
+
+
+def compact(images: np.ndarray, scale: float) -> np.ndarray:
+    """Images (n, 28, 28) -> (n, 28, 28, 1): integers (0..255) as uint8, floats divided by scale."""
+    return (images.astype(np.uint8, copy=False) if images.dtype.kind in "ui" else
+            (images / np.float32(scale)).astype("float32", copy=False))[..., None]
+
+
+def intensities(images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1]: uint8 ones (0..255) as float32 divided by 255, others as they are."""
+    return images / np.float32(255) if images.dtype == np.uint8 else images
 
 
 # ---- Model ---------------------------------------------------------------------------------------
@@ -401,7 +413,8 @@ def batches(images: np.ndarray, targets: np.ndarray | None = None, seed: int | N
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
             chosen = np.sort(self.order[index * size:(index + 1) * size])
-            return images[chosen], (images if targets is None else targets)[chosen]
+            batch = intensities(images[chosen])
+            return batch, batch if targets is None else targets[chosen]
 
     return Batches()
 
@@ -1047,7 +1060,7 @@ def run(config: Config) -> None:
             training = {"latent": encode(encoder, data.x_train)} if (
                 config.embed_train or config.student) else {}
         if config.pixel_twin:  # the same steps on the raw pixels, the autoencoder's baseline
-            training["pixels"] = data.x_train.reshape(len(data.x_train), -1)
+            training["pixels"] = intensities(data.x_train).reshape(len(data.x_train), -1)
         with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
             clusterings, shared = reduce_and_cluster(
                 {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes},

@@ -83,9 +83,9 @@ def augmented(data: am.Dataset, seed: int) -> am.Dataset:
 
     views = keras.Sequential([keras.layers.RandomTranslation(am.SHIFT, am.SHIFT, fill_mode="constant", seed=seed),
                               keras.layers.RandomRotation(am.ROTATION, fill_mode="constant", seed=seed + 1)])
-    x = np.concatenate([keras.ops.convert_to_numpy(views(data.x_train[i:i + 4096], training=True))
+    x = np.concatenate([keras.ops.convert_to_numpy(views(am.intensities(data.x_train[i:i + 4096]), training=True))
                         for i in range(0, len(data.x_train), 4096)])
-    return replace(data, x_train=x.astype(data.x_train.dtype))
+    return replace(data, x_train=x.astype("float32"))
 
 
 def summarise(lines: list[dict], seeds: list[int], command: str, split: str) -> str:

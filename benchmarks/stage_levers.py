@@ -37,6 +37,7 @@ OUT/seed-N.json keeps a seed's result (not run again); OUT/summary.md gives the 
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,7 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
     """One seed's stage with the lever, on its saved model: the scored images' scores, the shares and
     the seconds (the targets' excluded: every lever shares them)."""
     data = common.load_for_seed(config)
+    data = replace(data, x_train=am.intensities(data.x_train))  # fit and predict take it whole
     import keras
 
     encoder = keras.saving.load_model(model).get_layer("encoder")

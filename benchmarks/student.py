@@ -32,7 +32,7 @@ def student_seed(config: am.Config, model: Path) -> dict:
     encoder = keras.saving.load_model(model).get_layer("encoder")
     training = {"latent": am.encode(encoder, data.x_train)}
     if config.pixel_twin:
-        training["pixels"] = data.x_train.reshape(len(data.x_train), -1)
+        training["pixels"] = am.intensities(data.x_train).reshape(len(data.x_train), -1)
     stages = am.Stages()
     rows, records, _ = am.train_students(training, data, config, stages)
     rows = {row.features: row.row for row in rows}

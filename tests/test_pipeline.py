@@ -188,11 +188,11 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
-    assert codes.shape == (1000, 1568) and np.array_equal(pixels, data.x_train.reshape(1000, 784))
+    assert codes.shape == (1000, 1568) and np.array_equal(pixels, am.intensities(data.x_train).reshape(1000, 784))
     assert np.array_equal(images, data.x_train) and n_clusters == 10 and config.student == 1
     assert all(a is b for a, b in zip(same, (images, n_clusters, config)))
     scored = {image.tobytes() for image in data.x_test}
-    assert not any(image.tobytes() in scored for image in images)
+    assert not any(image.tobytes() in scored for image in am.intensities(images))
     # The same model, the same seed: every row of the trained run again, each kind's umap10+train
     # rows after its umap10 rows, then the students of the codes and of the pixels.
     rows = scores(out)[0]

@@ -370,7 +370,9 @@ def test_loader_accepts_any_data_set_in_the_layout(tmp_path):
     path = write_npz(tmp_path / "three.npz", classes=3)
     data = am.load_data(am.Config(data=path, test_size=150))
     assert data.x_train.shape == (300, 28, 28, 1) and data.x_test.shape == (150, 28, 28, 1)
-    assert data.x_train.dtype == np.float32 and 0 <= data.x_train.min() and data.x_train.max() <= 1
+    assert data.x_train.dtype == np.uint8 and data.x_test.dtype == np.float32  # integers kept as bytes
+    assert np.array_equal(am.intensities(data.x_train), data.x_train / np.float32(255))
+    assert 0 <= data.x_test.min() and data.x_test.max() <= 1
     assert sorted(np.unique(data.y_test)) == [0, 1, 2] and np.bincount(data.y_test).tolist() == [50, 50, 50]
 
 
@@ -415,7 +417,7 @@ def test_images_stored_as_floats_load_as_the_same_images_as_uint8(tmp_path):
         np.savez(tmp_path / name, **{**arrays, "x_train": arrays["x_train"] / np.float64(scale),
                                      "x_test": arrays["x_test"].astype(np.float32) / np.float32(scale)})
         data = am.load_data(am.Config(data=tmp_path / name))
-        assert np.allclose(data.x_train, bytes_.x_train, atol=1e-7) and np.allclose(
+        assert np.allclose(data.x_train, am.intensities(bytes_.x_train), atol=1e-7) and np.allclose(
             data.x_test, bytes_.x_test, atol=1e-7), name
     assert am.load_data(am.Config(data=tmp_path / "floats01.npz")).scaling == "floats in [0, 1], taken as they are"
     assert am.load_data(am.Config(data=tmp_path / "floats255.npz")).scaling == "floats in 0..255, divided by 255"
@@ -437,17 +439,17 @@ def test_loader_holds_out_a_validation_split_from_training(tmp_path):
     path = write_npz(tmp_path / "three.npz", n_train=600, n_test=150)
     data = am.load_data(am.Config(data=path, evaluate_on="validation"))
     assert len(data.y_test) == 150 and len(data.y_train) == 450
-    train = {image.tobytes() for image in data.x_train}
+    train = {image.tobytes() for image in am.intensities(data.x_train)}
     assert not any(image.tobytes() in train for image in data.x_test)
 
 
 def test_loader_trains_on_and_scores_training_and_test_images_together_for_train_plus_test(tmp_path):
     path = write_npz(tmp_path / "three.npz", n_train=300, n_test=150)
     data = am.load_data(am.Config(data=path, evaluate_on="train+test", train_size=240))
-    assert len(data.y_train) == 390 and data.x_test is data.x_train and np.array_equal(data.y_test, data.y_train)
+    assert len(data.y_train) == 390 and np.array_equal(data.x_test, am.intensities(data.x_train)) and np.array_equal(data.y_test, data.y_train)
     assert data.indices[-150:].tolist() == list(range(300, 450))
     test = am.load_data(am.Config(data=path))
-    assert np.array_equal(data.x_train[240:], test.x_test) and np.array_equal(data.y_train[240:], test.y_test)
+    assert np.array_equal(am.intensities(data.x_train[240:]), test.x_test) and np.array_equal(data.y_train[240:], test.y_test)
 
 
 def test_silhouette_is_sampled_only_above_its_point_count(monkeypatch):
