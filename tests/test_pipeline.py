@@ -183,8 +183,8 @@ def test_reused_model_scores_the_same_and_trains_students_after_a_full_disk_kept
     assert main_here(*flags) == 0
     captured = capsys.readouterr()
     assert not stderr_lines(captured.err), captured.err
-    assert "  epoch 1/2" not in captured.out  # each epoch's line: its loss, the share it is sure of
-    assert re.search(r"student epoch 1/1  loss \d\.\d{4}  confident [01]\.\d{4}  ", captured.out)
+    assert "  epoch 1/2" not in captured.out  # each epoch's line: its loss and speed
+    assert re.search(r"student epoch 1/1  loss \d\.\d{4}  [\d,]+ images/s, ", captured.out)
     assert "student of the codes done" in captured.out and "student of the pixels done" in captured.out
     data = am.load_data(am.parse_config(SMALL))
     (codes, images, n_clusters, config), (pixels, *same) = given
@@ -396,7 +396,7 @@ def test_the_same_images_unlabelled_as_floats_give_the_labelled_runs_clusters_sc
     # SMALL's images, stored as floats in [0, 1] without labels: the same images, the same seed, so
     # the same model and the same clusters in every row as the small run's; scored without labels.
     data = am.load_data(am.parse_config(SMALL))
-    images = {"x_train": data.x_train[..., 0], "x_test": data.x_test[..., 0]}
+    images = {"x_train": am.intensities(data.x_train)[..., 0], "x_test": data.x_test[..., 0]}
     np.savez(tmp_path / "unlabelled.npz", **images)
     flags = ["--epochs", "2", "--data", tmp_path / "unlabelled.npz", "--out", tmp_path / "none"]
     assert main_here(*flags) == 2
