@@ -42,6 +42,7 @@ import contextlib
 import csv
 import fcntl
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -55,7 +56,7 @@ import tempfile
 import time
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -109,7 +110,6 @@ NAMES = {"pixels": "pixels", "latent": "codes"}  # each kind of features, as the
 SILHOUETTE_POINTS = 10_000  # silhouette compares every pair: on more points, a sample this size
 PAGE_POINTS = 20_000  # embeddings.html shows at most this many points, so that a browser opens it
 AGREEMENT = 0.95  # a student's target is clean where this share of the image's neighbours share it
-CONFIDENT = 0.9  # the student is confident of an image it gives this probability (its epoch lines)
 # A student's row counts where it gives back this share of its clean targets. On validation (log
 # section 15) MNIST's students gave back 99.7-99.9%; Fashion-MNIST's, below their start, 97.5-99.0%.
 TRUSTED = 0.995
@@ -121,16 +121,87 @@ SLOWEST_FIRST = ("umap10+train", "tsne", "umap10", "none", "umap", "pca")
 HEADLINE = {"architecture": "dense", "bottleneck": 10, "noise": 0.2, "epochs": 50,
             "embed_train": True}
 RECIPES = {"seed": {}, "headline": HEADLINE, "student": {**HEADLINE, "epochs": 20, "student": 6}}
+HISTORY = ("loss", "val_loss", "images_per_second")  # per epoch, in history.csv and metrics.json
 # The flags that decide which model training makes: --resume and --reuse-model check them.
 TRAINING_FLAGS = ("data", "train_size", "evaluate_on", "architecture", "bottleneck", "epochs",
                   "noise", "precision", "seed")
 
 
+# ---- Run -----------------------------------------------------------------------------------------
+
+
+def run(config: Config) -> None:
+    """The pipeline: load -> build -> train -> encode -> reduce and cluster -> train for clustering
+    -> plot -> report."""
+    stages = Stages()
+    with stages("data"):
+        data = load_data(config)
+        history = None if config.reuse_model is None else read_finished_run(config.reuse_model,
+                                                                             config)
+        print(f"  {data.source}: {data.scaling}; {len(data.x_train):,} training and "
+              f"{len(data.x_test):,} scored images, {data.n_clusters} clusters"
+              + ", no labels" * (data.y_test is None), flush=True)
+    with run_folder(config) as (staging, checkpoint):
+        with stages("imports", "importing Keras and umap-learn"):
+            import_stack()
+        set_seed(config.seed)
+        if history is None:
+            autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture,
+                                                     config.noise, config.precision)
+            with stages("train"):
+                history = train(autoencoder, data, config.epochs, checkpoint, config.seed)
+        else:
+            autoencoder = load_model(config.reuse_model / "autoencoder.keras")
+            encoder = autoencoder.get_layer("encoder")
+        write_outputs(staging, {"autoencoder.keras": autoencoder.save,
+                                "encoder.keras": for_new_images(encoder, data.scale).save})
+        with stages("encode"):
+            codes = encode(encoder, data.x_test)
+            reconstructions = autoencoder.predict(batches(data.x_test, size=PREDICT_BATCH),
+                                                  verbose=0)
+            training = {"latent": encode(encoder, data.x_train)} if (config.embed_train or
+                                                                     config.student) else {}
+        if config.pixel_twin:  # the same steps on the raw pixels, the autoencoder's baseline
+            training["pixels"] = intensities(data.x_train).reshape(len(data.x_train), -1)
+        with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
+            clusterings, shared = reduce_and_cluster(
+                {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes},
+                training if config.embed_train else {}, data.y_test, data.n_clusters, config.seed)
+        if config.student:
+            rows, students, student = train_students(training, data, config, stages)
+            clusterings += rows
+            if student is not None:
+                write_outputs(staging, {"student.keras": for_new_images(student, data.scale).save})
+        # Shown in confusion.png and clusters.png: with labels the best row by ACC; without, the
+        # recipe's own, the last row of the codes (the student, umap10+train or umap10 gmm).
+        shown = ([row for row in clusterings if row.features == "latent"][-1] if data.y_test is None
+                 else max(clusterings, key=lambda clustering: clustering.scores["acc"]))
+        scores = score_reconstruction(data.x_test, reconstructions)
+        with stages("outputs"):
+            write_results(staging, data, codes, reconstructions, scores, history, clusterings,
+                          shown, config.evaluate_on, config.seed)
+        stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
+        metrics = metrics_record(config, data, stages.seconds, scores, history, shared,
+                                 clusterings, students if config.student else {})
+        write_outputs(staging, {
+            "report.md": lambda path: path.write_text(report_markdown(metrics)),
+            "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
+        written = sorted(path.name for path in staging.iterdir())
+    print(f"\n{format_table(metrics['clustering'])}\n\nReconstruction ({config.evaluate_on} set): "
+          f"BCE {scores['bce']:.4f}, MSE {scores['mse']:.4f}, PSNR {scores['psnr']:.2f} dB\n"
+          f"Outputs in {config.out}/: {', '.join(written)}")
+
+
 # ---- Config --------------------------------------------------------------------------------------
 
 
-def option(default, help: str, check: Callable[[Config], str | bool] | None = None, **argparse):
-    """A flag: its default, help, check (the error where a config is wrong) and argparse's needs."""
+def option(default, help: str, check: Callable[[Config], str | None] | None = None, **argparse):
+    """A flag: its default, help, check (the error where a config is wrong) and argparse's needs;
+    a boolean is a switch, a path a FOLDER unless it says otherwise."""
+    if default is False:
+        argparse["action"] = "store_true"
+    if argparse.get("type") is Path:
+        argparse.setdefault("metavar", "FOLDER")
     return field(default=default, metadata={"help": help, "check": check, "argparse": argparse})
 
 
@@ -152,8 +223,7 @@ class Config:
     """Every setting of a run, a flag each; the defaults are the seed's recipe."""
 
     recipe: str = option("seed", "a named set of flags, chosen on validation: seed (the defaults), "
-                         "headline or student (README.md); flags beside it win",
-                         choices=tuple(RECIPES))
+                         "headline or student (README.md); flags beside it win", choices=RECIPES)
     data: Path | None = option(None, "an .npz of images x_train, x_test (n, 28, 28), optionally "
                                "y_train, y_test, class_names (default: the bundled MNIST)",
                                type=Path, metavar="PATH")
@@ -168,37 +238,76 @@ class Config:
         "images, trained on", choices=("test", "validation", "train+test"))
     architecture: str = option(
         "conv", "the seed's convolutional autoencoder, or N2D's 784-500-500-2000-N",
-        lambda c: c.architecture == "dense" and not c.bottleneck and "--architecture dense needs "
-        "--bottleneck N, the size of its code (N2D uses 10)", choices=("conv", "dense"))
+        lambda c: "--architecture dense needs --bottleneck N, the size of its code (N2D uses 10)"
+        if c.architecture == "dense" and not c.bottleneck else None, choices=("conv", "dense"))
     bottleneck: int = option(
-        0, "a code of N numbers; 0: the seed's 7x7x32 maps", lambda c: c.bottleneck == 1 and
-        "--bottleneck 1 leaves no second dimension for the 2-D plots; give 0 or 2 or more",
+        0, "a code of N numbers; 0: the seed's 7x7x32 maps", lambda c: "--bottleneck 1 leaves no "
+        "second dimension for the 2-D plots; give 0 or 2 or more" if c.bottleneck == 1 else None,
         type=at_least(0), metavar="N")
     noise: float = option(0.0, "Gaussian noise on the training input",
                           type=at_least(0, float), metavar="SIGMA")
     epochs: int = option(20, "training epochs", type=at_least(1), metavar="N")
     precision: str = option("float32", "the autoencoder's arithmetic: float32, or bfloat16 (faster "
-                            "with AMX or AVX512_BF16)", choices=("float32", "bfloat16"), metavar="P")
-    reuse_model: Path | None = option(None, "score a finished run's model instead of training; "
-                                      "its data and training flags must match", type=Path,
-                                      metavar="FOLDER")
-    embed_train: bool = option(
-        False, "add rows umap10+train: the 10-d UMAP fitted with the training codes as context",
-        lambda c: c.embed_train and c.evaluate_on == "train+test" and "--embed-train adds the "
-        "training images as context, and --evaluate-on train+test already scores them; drop "
-        "--embed-train", action="store_true")
+                            "with AMX or AVX512_BF16)", choices=("float32", "bfloat16"),
+                            metavar="P")
+    reuse_model: Path | None = option(None, "score the model of the finished run in FOLDER; its "
+                                      "data and training flags must match", type=Path)
+    embed_train: bool = option(False, "add rows umap10+train: the 10-d UMAP fitted with the "
+                               "training codes as context (none under train+test)")
     student: int = option(0, "then a small convolutional network learns the training images' "
                           "clean clusters, EPOCHS epochs", type=at_least(0), metavar="EPOCHS")
     pixel_twin: bool = option(
-        False, "repeat --embed-train and --student on the raw pixels",
-        lambda c: c.pixel_twin and not (c.embed_train or c.student) and "--pixel-twin repeats "
-        "--embed-train and --student on the pixels; give one of them", action="store_true")
+        False, "repeat --embed-train and --student on the raw pixels", lambda c: "--pixel-twin "
+        "repeats --embed-train and --student on the pixels; give one of them"
+        if c.pixel_twin and not (c.embed_train or c.student) else None)
     seed: int = option(0, "seed of everything random", type=at_least(0), metavar="N")
-    out: Path = option(Path("results"), "folder of the outputs", lambda c: c.out.exists() and
-                       not c.out.is_dir() and f"--out {c.out} is a file; name a folder",
-                       type=Path, metavar="FOLDER")
+    out: Path = option(Path("results"), "folder of the outputs", lambda c: f"--out {c.out} is a "
+                       "file; name a folder" if c.out.exists() and not c.out.is_dir() else None,
+                       type=Path)
     resume: Path | None = option(None, "continue the run stopped in FOLDER, with its flags",
-                                 type=Path, metavar="FOLDER")
+                                 type=Path)
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Why: a flag is defined once, in its Config field; argparse is built from the fields. The
+    flags given, over their recipe's (or the stopped run's, under --resume), over the defaults."""
+    parser = argparse.ArgumentParser(
+        prog="autoencoder_mnist.py", usage="%(prog)s [flags]", allow_abbrev=False,
+        argument_default=argparse.SUPPRESS, description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")] + "More: README.md.")
+    for spec in fields(Config):
+        default = "" if spec.default is None or spec.default is False else (
+            f" (default: {spec.default})")
+        parser.add_argument(flag(spec.name), help=spec.metadata["help"] + default,
+                            **spec.metadata["argparse"])
+    given = vars(parser.parse_args(argv))
+    if "resume" in given:
+        settings = {**read_stopped_run(given["resume"]), "out": given["resume"]}
+        if name := first_difference(settings, given):
+            raise InputError(f"--resume {given['resume']} continues a run made with {flag(name)} "
+                             f"{settings[name]}; drop {flag(name)} {given[name]}, or start "
+                             "afresh with --out")
+    else:
+        settings = RECIPES[given.get("recipe", "seed")]
+    config = Config(**{**settings, **given})
+    if config.evaluate_on == "train+test":  # every training image is scored: none left as context
+        config = replace(config, embed_train=False)
+    for spec in fields(Config):
+        if spec.metadata["check"] and (message := spec.metadata["check"](config)):
+            parser.error(message)
+    return config
+
+
+def flag(name: str) -> str:
+    """A Config field's flag: train_size -> --train-size."""
+    return "--" + name.replace("_", "-")
+
+
+def config_record(config: Config) -> dict:
+    """The config as metrics.json records it: paths as text."""
+    return {key: str(value) if isinstance(value, Path) else value
+            for key, value in asdict(config).items()}
 
 
 # ---- Data ----------------------------------------------------------------------------------------
@@ -231,52 +340,54 @@ class Dataset:
 
 def load_data(config: Config) -> Dataset:
     """Load, check and sample the data: the bundled MNIST, or --data (read_npz says what it may
-    hold). Arrays of one split (x_, y_ and i_, the positions in the file) are sampled together."""
+    hold). Each split's images x, labels y (or None) and positions in the file i go together."""
     path = config.data or check_bundled_data()
     arrays, source = read_npz(path), str(config.data or "data/mnist.npz (bundled, sha256 checked)")
     scale, scaling = image_scale(arrays)
     names = [str(name) for name in arrays.pop("class_names", [])] or None
-    rng, n_train, n_test = (np.random.default_rng(config.seed), len(arrays["x_train"]),
-                            len(arrays["x_test"]))
-    arrays.update(i_train=np.arange(n_train), i_test=np.arange(n_test))
-    if config.evaluate_on == "validation":
+    splits = {split: {"x": arrays[f"x_{split}"], "y": arrays.get(f"y_{split}"),
+                      "i": np.arange(len(arrays[f"x_{split}"]))} for split in ("train", "test")}
+    rng, n_train, n_test = (np.random.default_rng(config.seed), len(splits["train"]["x"]),
+                            len(splits["test"]["x"]))
+    if config.evaluate_on == "validation":  # the scored images are training images
         if n_train < 2 * n_test:
             raise InputError(f"{source} has {n_train} training images, too few to hold out "
                              f"{n_test} (as many as its test set) and train on the rest; use "
                              "--evaluate-on test")
         held_out = np.zeros(n_train, dtype=bool)
-        held_out[sample(arrays.get("y_train"), n_train, n_test, rng)] = True
-        arrays.pop("y_test", None)  # the scored images are training images: their labels or none
-        for key in [key for key in arrays if key.endswith("_train")]:
-            arrays[key[:2] + "test"], arrays[key] = arrays[key][held_out], arrays[key][~held_out]
-        source += f" (validation: {held_out.sum()} training images held out)"
+        held_out[sample(splits["train"]["y"], n_train, n_test, rng)] = True
+        splits = {"train": take(splits["train"], ~held_out),
+                  "test": take(splits["train"], held_out)}
+        source += f" (validation: {n_test} training images held out)"
     for split, size in (("train", config.train_size), ("test", config.test_size)):
-        available = len(arrays[f"x_{split}"])
+        available = len(splits[split]["x"])
         if size is not None and size > available:
             raise InputError(f"--{split}-size {size} is larger than the {available} {split} images "
                              f"in {source}; use at most {available}")
         if size is not None and size < available:
-            keep = sample(arrays.get(f"y_{split}"), available, size, rng)
-            arrays.update({key: arrays[key][keep] for key in arrays if key.endswith(split)})
+            splits[split] = take(splits[split], sample(splits[split]["y"], available, size, rng))
     if config.evaluate_on == "train+test":  # transductive: the images trained on are scored
-        arrays["i_test"] = arrays["i_test"] + n_train
-        if not {"y_train", "y_test"} <= set(arrays):  # labels of some scored images only: none
-            arrays.pop("y_train", None), arrays.pop("y_test", None)
-        for key in [key for key in arrays if key.endswith("_test")]:
-            arrays[key[:2] + "train"] = arrays[key] = np.concatenate([arrays[key[:2] + "train"],
-                                                                      arrays[key]])
+        train, test = splits["train"], {**splits["test"], "i": splits["test"]["i"] + n_train}
+        splits["train"] = splits["test"] = {  # labels of some scored images only: none
+            key: None if train[key] is None or test[key] is None else
+            np.concatenate([train[key], test[key]]) for key in train}
         source += " (train+test: training and test images together, trained on and scored)"
-    labels = {split: arrays[f"y_{split}"].astype(int) if f"y_{split}" in arrays else None
-              for split in ("train", "test")}
+    labels = {split: None if splits[split]["y"] is None else splits[split]["y"].astype(int)
+              for split in splits}
     n_clusters = config.clusters or (None if labels["test"] is None else
                                      len(np.unique(labels["test"])))
-    refuse_unclusterable(arrays, n_clusters, config)
-    x_train = compact(arrays["x_train"], scale)
-    x_test = x_train if config.evaluate_on == "train+test" else compact(arrays["x_test"], scale)
+    refuse_unclusterable(splits["train"]["x"], splits["test"]["x"], n_clusters, config)
+    x_train = compact(splits["train"]["x"], scale)
+    x_test = x_train if config.evaluate_on == "train+test" else compact(splits["test"]["x"], scale)
     digits = config.data is None or names == [str(digit) for digit in range(10)]
-    return Dataset(x_train, labels["train"], intensities(x_test), labels["test"], arrays["i_test"], n_clusters,
-                   scale, scaling, source, None if digits else names,
-                   "digit" if digits else "class")
+    return Dataset(x_train, labels["train"], intensities(x_test), labels["test"],
+                   splits["test"]["i"], n_clusters, scale, scaling, source,
+                   None if digits else names, "digit" if digits else "class")
+
+
+def take(split: dict[str, np.ndarray | None], rows: np.ndarray) -> dict[str, np.ndarray | None]:
+    """The rows (indices or a mask) of each array of a split."""
+    return {key: None if array is None else array[rows] for key, array in split.items()}
 
 
 def sample(labels: np.ndarray | None, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -375,23 +486,18 @@ def train(autoencoder: keras.Model, data: Dataset, epochs: int, checkpoint: Path
     import keras
 
     autoencoder.compile(optimizer="adam", loss="binary_crossentropy")
-    log = checkpoint / "history.csv"
+    images = batches(data.x_train, seed=seed)
+    backup = keras.callbacks.BackupAndRestore(str(checkpoint / "backup"), delete_checkpoint=False)
+    log = keras.callbacks.CSVLogger(str(checkpoint / "history.csv"), append=True)
     with signals_deferred() as stop_on_signal:
         try:
-            autoencoder.fit(images := batches(data.x_train, seed=seed), epochs=epochs, verbose=0,
-                            shuffle=False, validation_data=batches(data.x_test),
-                            callbacks=[keras.callbacks.BackupAndRestore(str(checkpoint / "backup"),
-                                                                        delete_checkpoint=False),
-                                       stop_on_signal, progress("", epochs, len(data.x_train)),
-                                       images.shuffler,
-                                       keras.callbacks.CSVLogger(str(log), append=True)])
+            autoencoder.fit(images, epochs=epochs, verbose=0, shuffle=False, callbacks=[
+                backup, stop_on_signal, progress("", epochs, len(data.x_train)), images.shuffler,
+                log], validation_data=batches(data.x_test))
         except OSError as error:
             raise WriteError(f"could not save training's checkpoint in {checkpoint} "
                              f"({error.strerror or error})") from None
-    with log.open(newline="") as stream:
-        lines = list(csv.DictReader(stream))
-    return {name: [float(line[name]) for line in lines]
-            for name in ("loss", "val_loss", "images_per_second")}
+    return read_history(checkpoint)
 
 
 def batches(images: np.ndarray, targets: np.ndarray | None = None, seed: int | None = None,
@@ -482,22 +588,23 @@ def reduce_and_cluster(features: dict[str, np.ndarray], context: dict[str, np.nd
     # as UMAP writes into its graph. Their stderr is muted: a Ctrl-C as one starts would print a
     # traceback; an error in a task is raised here, and reported as usual.
     with parallel_config(backend="loky", inner_max_num_threads=1), quiet_stderr():
-        done = dict(zip(order, Parallel(WORKERS, batch_size=1, mmap_mode="c",
-                                        initializer=start_worker)(
-            delayed(embed_and_cluster)(*tasks[index], labels, n_clusters, seed)
-            for index in order)))
+        workers = Parallel(WORKERS, batch_size=1, mmap_mode="c", initializer=start_worker)
+        done = dict(zip(order, workers(delayed(embed_and_cluster)(*tasks[index], labels,
+                                                                  n_clusters, seed)
+                                       for index in order)))
     return [row for index in range(len(tasks)) for row in done[index]], shared
 
 
 def spaces(points: np.ndarray, context: np.ndarray | None,
            seed: int) -> tuple[dict[str, tuple], float]:
     """What each reduction starts from: name -> (points, their nearest_neighbours graph or None).
-    t-SNE and UMAP start from the points' principal components; "umap10+train" from those of the
-    points, then of the training `context` (m, d). Also the share of variance they keep."""
+    t-SNE and UMAP start from the points' PCA_DIMS principal components; "umap10+train" from those
+    of the points, then of the training `context` (m, d). Also the share of variance they keep."""
     if not points.std(axis=0).any():  # PCA would divide by zero, and UMAP crash on the NaNs
-        raise InputError("the scored images' codes are all the same: nothing to cluster; check "
-                         "the images, or train longer")
-    compact, pca = principal_components(points, seed)
+        raise InputError("the codes are all the same: nothing to cluster; check the images, or "
+                         "train longer")
+    pca = PCA(n_components=min(PCA_DIMS, *points.shape), random_state=seed)
+    compact = pca.fit_transform(points)
     graph = nearest_neighbours(compact, UMAP_NEIGHBOURS, seed)
     prepared = {"none": (points, None), "pca": (points, None), "tsne": (compact, None),
                 "umap": (compact, graph), "umap10": (compact, graph)}
@@ -505,12 +612,6 @@ def spaces(points: np.ndarray, context: np.ndarray | None,
         more = np.vstack([compact, pca.transform(context)])
         prepared["umap10+train"] = more, nearest_neighbours(more, UMAP_NEIGHBOURS, seed)
     return prepared, float(pca.explained_variance_ratio_.sum())
-
-
-def principal_components(features: np.ndarray, seed: int) -> tuple[np.ndarray, PCA]:
-    """The PCA_DIMS principal components of features (n, d), and their PCA."""
-    pca = PCA(n_components=min(PCA_DIMS, *features.shape), random_state=seed)
-    return pca.fit_transform(features), pca
 
 
 def nearest_neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -632,101 +733,7 @@ def matched_classes(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     return matched
 
 
-# ---- Train for clustering (--student) -----------------------------------------------------------
-
-
-def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: int,
-                         config: Config) -> tuple[keras.Model | None, dict]:
-    """On the training images (n, 28, 28, 1) and their features (n, d), codes or pixels, never a
-    scored image or a label: the features' clusters (umap10, the mixture) are the targets, and a
-    small convolutional network (build_student) learns those that are clean, that the image's
-    nearest neighbours in the features share (AGREEMENT). Returns the student, or None where it is
-    not trusted, and what metrics.json records: the share of clean targets, the share of them the
-    student gave back, and the share of images whose cluster differs from its target."""
-    set_seed(config.seed)  # the same student from a reused model
-    print("  its targets: UMAP to 10-d of the training features, a Gaussian mixture", flush=True)
-    start = time.perf_counter()
-    targets, neighbours, _ = training_targets(features, n_clusters, config.seed)
-    clean = agreement(targets, neighbours) >= AGREEMENT
-    print(f"  {clean.mean():.1%} of the training images have clean targets "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
-    targets_seconds, student = time.perf_counter() - start, build_student(n_clusters)
-    assigned = learn(student, images[clean], targets[clean], config.student,
-                     config.seed).predict(batches(images, size=PREDICT_BATCH),
-                                          verbose=0).argmax(axis=1)
-    stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
-             "kept": float(np.mean(assigned[clean] == targets[clean])),
-             "targets_seconds": round(targets_seconds, 2), "epoch_seconds": [
-                 round(clean.sum() / speed, 2) for speed in student.history.history[
-                     "images_per_second"]]}
-    print(f"  the student: {stage['changed']:.2%} of the training images changed cluster",
-          flush=True)
-    # Without a label, whether to trust it: a student that gives back too few of the clean targets
-    # it learned (too few steps, targets that images do not bear out) is left out.
-    if stage["kept"] < TRUSTED:
-        print(f"note: the student gives back only {stage['kept']:.1%} of its clean targets "
-              f"(under {TRUSTED:.1%}); its row is left out", flush=True)
-        return None, stage
-    return student, stage
-
-
-def training_targets(features: np.ndarray, n_clusters: int,
-                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The features' (n, d) clusters (n,) as umap10 and the mixture find them, each point's
-    nearest neighbours (n, UMAP_NEIGHBOURS), itself first, and the umap10 embedding (n, 10)."""
-    compact, _ = principal_components(features, seed)
-    graph = nearest_neighbours(compact, UMAP_NEIGHBOURS, seed)
-    with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
-        embedding = reduce("umap10", compact, graph, seed)
-        return (fit_predict(clusterers(n_clusters, seed)["gmm"], embedding, seed), graph[0],
-                embedding)
-
-
-def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,
-          seed: int = 0, loss: str | Callable = "sparse_categorical_crossentropy") -> keras.Model:
-    """Fit the student to the images' (n, 28, 28, 1) targets (n,) by `loss`, Adam's rate falling
-    from 1e-3 to 0 along one cosine. Each epoch's line gives the share of every 30th image it is
-    confident of."""
-    import keras
-
-    steps = epochs * math.ceil(len(images) / BATCH)
-    student.compile(loss=loss, optimizer=keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(1e-3, steps)))
-    confident = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
-        confident=np.mean(student.predict(batches(images[::30]), verbose=0).max(axis=1)
-                          >= CONFIDENT)))
-    with signals_deferred() as stop_on_signal:
-        student.fit(data := batches(images, targets, seed), epochs=epochs, verbose=0, shuffle=False,
-                    callbacks=[stop_on_signal, data.shuffler, confident,
-                               progress("student ", epochs, len(images))])
-    return student
-
-
-def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Per image, the share of its nearest neighbours (indices (n, k), itself first) that share
-    its target (n,)."""
-    return (targets[neighbours[:, 1:]] == targets[:, None]).mean(axis=1)
-
-
-def build_student(n_clusters: int) -> keras.Model:
-    """A small convolutional network, (Conv2D(3x3, relu) twice -> MaxPooling2D(2)) of 32 and then
-    64 filters, Dense(128) with dropout 0.5, a softmax of n_clusters; in training it sees each image
-    shifted by up to 10% and rotated by up to 10 degrees afresh (DEC-DA's augmentation), filled
-    with black as MNIST's background."""
-    import keras
-    from keras import layers
-
-    image = keras.Input(shape=(28, 28, 1), name="image")
-    x = keras.Sequential([layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant"),
-                          layers.RandomRotation(ROTATION, fill_mode="constant")],
-                         name="augment")(image)
-    for filters in (32, 64):
-        for _ in range(2):
-            x = layers.Conv2D(filters, 3, activation="relu")(x)
-        x = layers.MaxPooling2D(2)(x)
-    x = layers.Dropout(0.5)(layers.Dense(128, activation="relu")(layers.Flatten()(x)))
-    return keras.Model(image, layers.Dense(n_clusters, activation="softmax", name="clusters")(x),
-                       name="student")
+# ---- Train for clustering (--student) ------------------------------------------------------------
 
 
 def train_students(training: dict[str, np.ndarray], data: Dataset, config: Config,
@@ -751,6 +758,93 @@ def train_students(training: dict[str, np.ndarray], data: Dataset, config: Confi
             rows.append(Clustering(kind, "student", "softmax", scores, stages.seconds[stage],
                                    time.perf_counter() - start, clusters, probabilities))
     return rows, records, students.get("latent")
+
+
+def train_for_clustering(features: np.ndarray, images: np.ndarray, n_clusters: int,
+                         config: Config) -> tuple[keras.Model | None, dict]:
+    """On the training images (n, 28, 28, 1) and their features (n, d), codes or pixels, never a
+    scored image or a label: the features' clusters (umap10, the mixture) are the targets, and a
+    small convolutional network (build_student) learns those that are clean, that the image's
+    nearest neighbours in the features share (AGREEMENT). Returns the student, or None where it is
+    not trusted, and what metrics.json records: the share of clean targets, the share of them the
+    student gave back, and the share of images whose cluster differs from its target."""
+    set_seed(config.seed)  # the same student from a reused model
+    print("  its targets: UMAP to 10-d of the training features, a Gaussian mixture", flush=True)
+    start = time.perf_counter()
+    targets, neighbours = training_targets(features, n_clusters, config.seed)
+    clean, seconds = agreement(targets, neighbours) >= AGREEMENT, time.perf_counter() - start
+    print(f"  {clean.mean():.1%} of the training images have clean targets ({seconds:.0f} s)",
+          flush=True)
+    student = learn(build_student(n_clusters), images[clean], targets[clean], config.student,
+                    config.seed)
+    assigned = student.predict(batches(images, size=PREDICT_BATCH), verbose=0).argmax(axis=1)
+    speeds = student.history.history["images_per_second"]
+    stage = {"clean": float(clean.mean()), "changed": float(np.mean(assigned != targets)),
+             "kept": float(np.mean(assigned[clean] == targets[clean])),
+             "targets_seconds": round(seconds, 2),
+             "epoch_seconds": [round(clean.sum() / speed, 2) for speed in speeds]}
+    print(f"  the student: {stage['changed']:.2%} of the training images changed cluster",
+          flush=True)
+    # Without a label, whether to trust it: a student that gives back too few of the clean targets
+    # it learned (too few steps, targets that images do not bear out) is left out.
+    if stage["kept"] < TRUSTED:
+        print(f"note: the student gives back only {stage['kept']:.1%} of its clean targets "
+              f"(under {TRUSTED:.1%}); its row is left out", flush=True)
+        return None, stage
+    return student, stage
+
+
+def training_targets(features: np.ndarray, n_clusters: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The features' (n, d) clusters (n,) by the table's chain to its umap10 gmm row (spaces,
+    reduce, the mixture), and each point's nearest neighbours (n, UMAP_NEIGHBOURS), itself first."""
+    points, graph = spaces(features, None, seed)[0]["umap10"]
+    with threadpool_limits(1):  # one thread, as in the workers: the same clusters on any machine
+        embedding = reduce("umap10", points, graph, seed)
+        return fit_predict(clusterers(n_clusters, seed)["gmm"], embedding, seed), graph[0]
+
+
+def agreement(targets: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Per image, the share of its nearest neighbours (indices (n, k), itself first) that share
+    its target (n,)."""
+    return (targets[neighbours[:, 1:]] == targets[:, None]).mean(axis=1)
+
+
+def build_student(n_clusters: int) -> keras.Model:
+    """A small convolutional network, (Conv2D(3x3, relu) twice -> MaxPooling2D(2)) of 32 and then
+    64 filters, Dense(128) with dropout 0.5, a softmax of n_clusters; in training it sees each image
+    shifted by up to 10% and rotated by up to 10 degrees afresh (DEC-DA's augmentation), filled
+    with black as MNIST's background."""
+    import keras
+    from keras import layers
+
+    image = keras.Input(shape=(28, 28, 1), name="image")
+    augment = [layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant"),
+               layers.RandomRotation(ROTATION, fill_mode="constant")]
+    x = keras.Sequential(augment, name="augment")(image)
+    for filters in (32, 64):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Dropout(0.5)(layers.Dense(128, activation="relu")(layers.Flatten()(x)))
+    return keras.Model(image, layers.Dense(n_clusters, activation="softmax", name="clusters")(x),
+                       name="student")
+
+
+def learn(student: keras.Model, images: np.ndarray, targets: np.ndarray, epochs: int,
+          seed: int = 0) -> keras.Model:
+    """Fit the student to the images' (n, 28, 28, 1) targets (n,) by cross-entropy, Adam's rate
+    falling from 1e-3 to 0 along one cosine."""
+    import keras
+
+    steps = epochs * math.ceil(len(images) / BATCH)
+    student.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(1e-3, steps)))
+    with signals_deferred() as stop_on_signal:
+        data = batches(images, targets, seed)
+        student.fit(data, epochs=epochs, verbose=0, shuffle=False, callbacks=[
+            stop_on_signal, data.shuffler, progress("student ", epochs, len(images))])
+    return student
 
 
 # ---- Plot ----------------------------------------------------------------------------------------
@@ -981,19 +1075,31 @@ def save(fig: plt.Figure, path: Path, dpi: int) -> None:
 # ---- Report --------------------------------------------------------------------------------------
 
 
-def format_table(rows: list[dict], markdown: bool = False) -> str:
-    """The clustering rows as an aligned text table, or a Markdown one; "-" where no labels."""
-    header = ["features", "reduction", "clusterer", "silhouette", "ARI", "NMI", "ACC", "seconds"]
-    lines = [[row["features"], row["reduction"], row["clusterer"],
-              *(f"{row[name]:.3f}" if name in row else "-"
-                for name in ("silhouette", "ari", "nmi", "acc")), f"{row['seconds']:.1f}"]
-             for row in rows]
-    if markdown:
-        return "\n".join(f"| {' | '.join(line)} |" for line in [header, ["---"] * 8, *lines])
-    widths = [max(map(len, column)) for column in zip(header, *lines)]
-    return "\n".join("  ".join(cell.ljust(width) if i < 3 else cell.rjust(width)
-                               for i, (cell, width) in enumerate(zip(line, widths)))
-                     for line in [header, *lines])
+def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
+                   reconstruction: dict[str, float], history: dict[str, list[float]], shared: dict,
+                   clusterings: list[Clustering], students: dict[str, dict]) -> dict:
+    """What metrics.json records of a run (README.md lists it); the libraries' versions as each
+    module states its own (a distribution's name varies: tensorflow, tensorflow-cpu)."""
+    import keras
+    import umap
+
+    backend = keras.config.backend()
+    modules = {"numpy": np, "keras": keras, backend: sys.modules[backend],
+               "scikit-learn": sklearn, "umap-learn": umap}
+    return {"config": config_record(config),
+            "versions": {"python": sys.version.split()[0], "backend": backend,
+                         **{name: module.__version__ for name, module in modules.items()}},
+            "data": {"source": data.source, "scaling": data.scaling, "n_train": len(data.x_train),
+                     "n_test": len(data.x_test), "labelled": data.y_test is not None,
+                     "n_classes": None if data.y_test is None else len(np.unique(data.y_test)),
+                     "clusters": data.n_clusters, "class_names": data.class_names,
+                     "silhouette_points": min(len(data.x_test), SILHOUETTE_POINTS)},
+            "timings": timings, "peak_rss_mb": round(resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **shared,
+            "reconstruction": reconstruction, "history": history,
+            "reused_model": None if config.reuse_model is None else str(config.reuse_model),
+            "clustering": [clustering.row for clustering in clusterings],
+            "student": students or None}
 
 
 def report_markdown(metrics: dict) -> str:
@@ -1026,95 +1132,22 @@ def report_markdown(metrics: dict) -> str:
         "[Explore the codes in the browser](embeddings.html): every image under the pointer.", ""])
 
 
-# ---- Run -----------------------------------------------------------------------------------------
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    """The clustering rows as an aligned text table, or a Markdown one; "-" where no labels."""
+    header = ["features", "reduction", "clusterer", "silhouette", "ARI", "NMI", "ACC", "seconds"]
+    lines = [[row["features"], row["reduction"], row["clusterer"],
+              *(f"{row[name]:.3f}" if name in row else "-"
+                for name in ("silhouette", "ari", "nmi", "acc")), f"{row['seconds']:.1f}"]
+             for row in rows]
+    if markdown:
+        return "\n".join(f"| {' | '.join(line)} |" for line in [header, ["---"] * 8, *lines])
+    widths = [max(map(len, column)) for column in zip(header, *lines)]
+    return "\n".join("  ".join(cell.ljust(width) if i < 3 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(line, widths)))
+                     for line in [header, *lines])
 
 
-def run(config: Config) -> None:
-    """The pipeline: load -> build -> train -> encode -> reduce and cluster -> train for clustering
-    -> plot -> report."""
-    stages = Stages()
-    with stages("data"):
-        data = load_data(config)
-        reused = None if config.reuse_model is None else read_saved_run(config.reuse_model, config)
-        print(f"  {data.source}: {data.scaling}; {len(data.x_train):,} training and "
-              f"{len(data.x_test):,} scored images, {data.n_clusters} clusters"
-              + ("" if data.y_test is not None else ", no labels"), flush=True)
-    with run_folder(config) as (staging, checkpoint):
-        with stages("imports", "importing Keras and umap-learn"):
-            import_stack()
-        set_seed(config.seed)
-        if reused is None:
-            autoencoder, encoder = build_autoencoder(config.bottleneck, config.architecture,
-                                                     config.noise, config.precision)
-            with stages("train"):
-                history = train(autoencoder, data, config.epochs, checkpoint, config.seed)
-        else:
-            autoencoder, history = load_model(config.reuse_model / "autoencoder.keras"), reused
-            encoder = autoencoder.get_layer("encoder")
-        write_outputs(staging, {"autoencoder.keras": autoencoder.save,
-                                "encoder.keras": for_new_images(encoder, data.scale).save})
-        with stages("encode"):
-            codes = encode(encoder, data.x_test)
-            reconstructions = autoencoder.predict(batches(data.x_test, size=PREDICT_BATCH),
-                                                  verbose=0)
-            training = {"latent": encode(encoder, data.x_train)} if (
-                config.embed_train or config.student) else {}
-        if config.pixel_twin:  # the same steps on the raw pixels, the autoencoder's baseline
-            training["pixels"] = intensities(data.x_train).reshape(len(data.x_train), -1)
-        with stages("reduce and cluster", f"reducing and clustering in {WORKERS} worker processes"):
-            clusterings, shared = reduce_and_cluster(
-                {"pixels": data.x_test.reshape(len(data.x_test), -1), "latent": codes},
-                training if config.embed_train else {}, data.y_test, data.n_clusters, config.seed)
-        if config.student:
-            rows, students, student = train_students(training, data, config, stages)
-            clusterings += rows
-            write_outputs(staging, {"student.keras": for_new_images(student, data.scale).save}
-                          if student is not None else {})
-        # Shown in confusion.png and clusters.png: with labels the best row by ACC; without, the
-        # recipe's own, the last row of the codes (the student, umap10+train or umap10 gmm).
-        shown = ([row for row in clusterings if row.features == "latent"][-1] if data.y_test is None
-                 else max(clusterings, key=lambda clustering: clustering.scores["acc"]))
-        scores = score_reconstruction(data.x_test, reconstructions)
-        with stages("outputs"):
-            write_results(staging, data, codes, reconstructions, scores, history, clusterings,
-                          shown, config.evaluate_on, config.seed)
-        stages.seconds["total"] = round(time.perf_counter() - stages.start, 2)
-        metrics = metrics_record(config, data, stages.seconds, scores, history, shared,
-                                 clusterings, students if config.student else {})
-        write_outputs(staging, {
-            "report.md": lambda path: path.write_text(report_markdown(metrics)),
-            "metrics.json": lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n")})
-        written = sorted(path.name for path in staging.iterdir())
-    print(f"\n{format_table(metrics['clustering'])}\n\nReconstruction ({config.evaluate_on} set): "
-          f"BCE {scores['bce']:.4f}, MSE {scores['mse']:.4f}, PSNR {scores['psnr']:.2f} dB\n"
-          f"Outputs in {config.out}/: {', '.join(written)}")
-
-
-def metrics_record(config: Config, data: Dataset, timings: dict[str, float],
-                   reconstruction: dict[str, float], history: dict[str, list[float]], shared: dict,
-                   clusterings: list[Clustering], students: dict[str, dict]) -> dict:
-    """What metrics.json records of a run (README.md lists it); the libraries' versions as each
-    module states its own (a distribution's name varies: tensorflow, tensorflow-cpu)."""
-    import keras
-    import umap
-
-    backend = keras.config.backend()
-    modules = {"numpy": np, "keras": keras, backend: sys.modules[backend],
-               "scikit-learn": sklearn, "umap-learn": umap}
-    return {"config": config_record(config),
-            "versions": {"python": sys.version.split()[0], "backend": backend,
-                         **{name: module.__version__ for name, module in modules.items()}},
-            "data": {"source": data.source, "scaling": data.scaling, "n_train": len(data.x_train),
-                     "n_test": len(data.x_test), "labelled": data.y_test is not None,
-                     "n_classes": None if data.y_test is None else len(np.unique(data.y_test)),
-                     "clusters": data.n_clusters, "class_names": data.class_names,
-                     "silhouette_points": min(len(data.x_test), SILHOUETTE_POINTS)},
-            "timings": timings, "peak_rss_mb": round(resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss / 1024, 1), **shared,
-            "reconstruction": reconstruction, "history": history,
-            "reused_model": None if config.reuse_model is None else str(config.reuse_model),
-            "clustering": [clustering.row for clustering in clusterings],
-            "student": students or None}
+# ---- Machinery: what keeps a run safe and its terminal clean -------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1138,58 +1171,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# ---- Machinery: what keeps a run safe and its terminal clean -------------------------------------
-
-
 class InputError(ValueError):
     """A problem with the user's flags or data: one line on stderr, exit status 2."""
 
 
 class WriteError(OSError):
     """A file of the run could not be written (a full disk): one line, exit status 1."""
-
-
-def parse_config(argv: list[str] | None = None) -> Config:
-    """Why: a flag is defined once, in its Config field; argparse is built from the fields. The
-    flags given, over their recipe's (or the stopped run's, under --resume), over the defaults."""
-    parser = argparse.ArgumentParser(
-        prog="autoencoder_mnist.py", usage="%(prog)s [flags]", allow_abbrev=False,
-        argument_default=argparse.SUPPRESS,
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__[__doc__.index("Commands:"):__doc__.index("Metrics:")] + "More: README.md.")
-    for spec in fields(Config):
-        default = "" if spec.default is None or spec.default is False else (
-            f" (default: {spec.default})")
-        parser.add_argument(flag(spec.name), help=spec.metadata["help"] + default,
-                            **spec.metadata["argparse"])
-    given = vars(parser.parse_args(argv))
-    if "resume" in given:
-        settings = {**read_saved_run(given["resume"], resuming=True),
-                    "out": given["resume"]}
-        for name in (name for name in given if name in TRAINING_FLAGS or name == "out"):
-            if str(given[name]) != str(settings[name]):
-                raise InputError(f"--resume {given['resume']} continues a run made with "
-                                 f"{flag(name)} {settings[name]}; drop {flag(name)} "
-                                 f"{given[name]}, or start afresh with --out")
-    else:  # under train+test every image is scored already: no training codes left as context
-        settings = {name: value for name, value in RECIPES[given.get("recipe", "seed")].items()
-                    if (name, given.get("evaluate_on")) != ("embed_train", "train+test")}
-    config = Config(**{**settings, **given})
-    for spec in fields(Config):
-        if spec.metadata["check"] and (message := spec.metadata["check"](config)):
-            parser.error(message)
-    return config
-
-
-def flag(name: str) -> str:
-    """A Config field's flag: train_size -> --train-size."""
-    return "--" + name.replace("_", "-")
-
-
-def config_record(config: Config) -> dict:
-    """The config as metrics.json records it: paths as text."""
-    return {key: str(value) if isinstance(value, Path) else value
-            for key, value in asdict(config).items()}
 
 
 class Stages:
@@ -1200,7 +1187,8 @@ class Stages:
 
     @contextlib.contextmanager
     def __call__(self, name: str, doing: str = "") -> Iterator[None]:
-        print(f"  {doing}", flush=True) if doing else None
+        if doing:
+            print(f"  {doing}", flush=True)
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 2)
@@ -1255,11 +1243,13 @@ def without_tensorflow() -> Iterator[None]:
     """Why: umap-learn (for its ParametricUMAP, which no run uses) and Keras' seeding import
     TensorFlow wherever it is installed, 3 s and its log lines. Inside, where TensorFlow was not
     imported (it is not the backend), importing it fails as if it were not installed."""
-    barred = "tensorflow" not in sys.modules and sys.modules.setdefault("tensorflow", None)
+    barred = "tensorflow" not in sys.modules
+    if barred:
+        sys.modules["tensorflow"] = None
     try:
         yield
     finally:
-        if barred is None:  # Keras asks later whether TensorFlow was imported: it was not
+        if barred:  # Keras asks later whether TensorFlow was imported: it was not
             del sys.modules["tensorflow"]
 
 
@@ -1267,17 +1257,10 @@ def cache_numba_compilation() -> None:
     """Why: umap-learn and pynndescent compile their code with numba afresh in every process, 5-30 s
     before their first fit. With numba's cache on, later processes load most of it in a second."""
     import numba
-    import pynndescent.distances
-    import pynndescent.pynndescent_
-    import pynndescent.rp_trees
-    import pynndescent.utils
-    import umap.layouts
-    import umap.umap_
-    import umap.utils
 
-    for module in (umap.umap_, umap.layouts, umap.utils, pynndescent.pynndescent_,
-                   pynndescent.distances, pynndescent.rp_trees, pynndescent.utils):
-        for function in vars(module).values():
+    for name in ("umap.umap_", "umap.layouts", "umap.utils", "pynndescent.pynndescent_",
+                 "pynndescent.distances", "pynndescent.rp_trees", "pynndescent.utils"):
+        for function in vars(importlib.import_module(name)).values():
             if isinstance(function, numba.core.registry.CPUDispatcher):
                 with contextlib.suppress(RuntimeError):  # no folder to write to: compiled as before
                     function.enable_caching()
@@ -1372,7 +1355,8 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> None:
             (lambda: images.dtype.kind not in "uif", lambda: f"has dtype {images.dtype}"),
             (lambda: images.ndim != 3 or images.shape[1:] != (28, 28) or not len(images),
              lambda: f"has shape {images.shape}, not (n, 28, 28) with n >= 1"),
-            (lambda: not np.isfinite(images).all(), lambda: "contains NaN or infinity"),
+            (lambda: images.dtype.kind == "f" and not np.isfinite(images).all(),
+             lambda: "contains NaN or infinity"),
             (lambda: images.min() < 0 or images.max() > 255,
              lambda: f"has values {images.min()}..{images.max()}"),
             (lambda: images.min() == images.max(), lambda: f"holds one value ({images.min()})")]:
@@ -1412,10 +1396,11 @@ def image_scale(arrays: dict[str, np.ndarray]) -> tuple[float, str]:
     return 255.0, f"{stored['x_test']}, divided by 255"
 
 
-def refuse_unclusterable(arrays: dict, n_clusters: int | None, config: Config) -> None:
+def refuse_unclusterable(x_train: np.ndarray, x_test: np.ndarray, n_clusters: int | None,
+                         config: Config) -> None:
     """Refuses, in one line, a sample that cannot be clustered as asked."""
-    n_train, n_test = len(arrays["x_train"]), len(arrays["x_test"])
-    distinct = len({image.tobytes() for image in arrays["x_test"]})
+    n_train, n_test = len(x_train), len(x_test)
+    distinct = len({image.tobytes() for image in x_test})
     for wrong, message in [
         (n_test < MIN_IMAGES, f"only {n_test} test images; t-SNE and UMAP need at least "
          f"{MIN_IMAGES}: use --test-size {MIN_IMAGES} or more"),
@@ -1471,7 +1456,8 @@ def run_folder(config: Config) -> Iterator[tuple[Path, Path]]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except InputError:  # found inside, as a damaged model: a folder this run made goes too
-        shutil.rmtree(config.out) if created else None
+        if created:
+            shutil.rmtree(config.out)
         raise
     finally:
         os.close(lock)  # which releases the lock
@@ -1489,54 +1475,74 @@ def lock_or_refuse(descriptor: int, flag: str, folder: Path, fix: str) -> None:
                          f"wait for it to finish, or {fix}") from None
 
 
-def read_saved_run(folder: Path, config: Config | None = None, resuming: bool = False):
-    """Why: --resume and --reuse-model must never continue or score a run that is damaged, that a
-    live run writes, or (--reuse-model) that other data or training flags made. Under --resume
-    the checkpoint's config (after checking that its weights open and that history.csv holds a
-    line per epoch saved); under --reuse-model the finished run's history."""
-    checkpoint, fix = folder / ".checkpoint", ("start afresh with --out" if resuming else
-                                               "name the --out folder of a run that finished")
-    needs = [checkpoint / "config.json"] if resuming else [folder / "metrics.json",
-                                                           folder / "autoencoder.keras"]
-    if not all(path.is_file() for path in needs):
-        raise InputError(f"{folder} holds no " + ("stopped run (no .checkpoint/config.json)"
-                         if resuming else "finished run (metrics.json and autoencoder.keras)")
-                         + f"; {fix}")
-    if (folder / LOCK).is_file():
-        with open(folder / LOCK) as probe:
-            lock_or_refuse(probe.fileno(), "--resume" if resuming else "--reuse-model", folder,
-                           "name a finished run's folder")
-    names, lines = ("loss", "val_loss", "images_per_second"), []
+def read_stopped_run(folder: Path) -> dict:
+    """Why: --resume must never continue a run that is damaged or that a live run writes. The
+    stopped run's settings, once its checkpoint's weights open and history.csv holds a line per
+    epoch saved."""
+    checkpoint, fix = folder / ".checkpoint", "start afresh with --out"
+    check_saved_run(folder, [checkpoint / "config.json"], "--resume", fix)
     try:
-        saved = json.loads(needs[0].read_text())
-        if resuming and (metadata := checkpoint / "backup" / "training_metadata.json").is_file():
+        saved = json.loads((checkpoint / "config.json").read_text())
+        if (metadata := checkpoint / "backup" / "training_metadata.json").is_file():
             import h5py  # Keras' own reader: a file cut short fails to open
 
             h5py.File(checkpoint / "backup" / "latest.weights.h5", "r").close()
-            with (checkpoint / "history.csv").open(newline="") as stream:
-                lines = list(csv.DictReader(stream))
-            if len(lines) != json.loads(metadata.read_text())["epoch"]:
+            if saved_epochs(checkpoint) != json.loads(metadata.read_text())["epoch"]:
                 raise ValueError("history.csv")
-        history = {name: [float(line[name]) for line in lines] for name in names}
-        if not resuming:
-            history, saved = {name: [float(value) for value in saved["history"][name]]
-                              for name in names}, saved["config"]
-        if not isinstance(saved, dict) or not all(map(math.isfinite, sum(history.values(), []))):
-            raise ValueError("not a config, or numbers that are not")
-    except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
-        raise InputError((f"the checkpoint in {checkpoint} is damaged ({type(error).__name__})"
-                          if resuming else f"{folder}/metrics.json is damaged or not a metrics "
-                          "file of this version of the script") + f"; {fix}") from None
-    if resuming:
-        return {name: Path(value) if name in ("data", "out") and value else value for name, value
-                in {**config_record(Config()), **saved}.items() if name in Config.__annotations__}
-    saved = {**config_record(Config()), **saved}
-    for name in (name for name in TRAINING_FLAGS if str(saved[name]) != str(
-            config_record(config)[name])):
-        raise InputError(f"the model in {folder} was made with {flag(name)} {saved[name]}, this "
+        settings = {**config_record(Config()), **saved}
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise InputError(f"the checkpoint in {checkpoint} is damaged ({type(error).__name__}); "
+                         f"{fix}") from None
+    return {name: Path(value) if name in ("data", "out") and value else value
+            for name, value in settings.items() if name in Config.__annotations__}
+
+
+def read_finished_run(folder: Path, config: Config) -> dict[str, list[float]]:
+    """Why: --reuse-model must never score a model that is damaged, that a live run writes, or
+    that other data or training flags made. The finished run's training history."""
+    fix = "name the --out folder of a run that finished"
+    check_saved_run(folder, [folder / "metrics.json", folder / "autoencoder.keras"],
+                    "--reuse-model", fix)
+    try:
+        saved = json.loads((folder / "metrics.json").read_text())
+        history = {name: [float(value) for value in saved["history"][name]] for name in HISTORY}
+        settings = {**config_record(Config()), **saved["config"]}
+    except (OSError, ValueError, TypeError, KeyError):
+        raise InputError(f"{folder}/metrics.json is damaged or not a metrics file of this version "
+                         f"of the script; {fix}") from None
+    if name := first_difference(settings, {name: getattr(config, name) for name in TRAINING_FLAGS}):
+        raise InputError(f"the model in {folder} was made with {flag(name)} {settings[name]}, this "
                          f"run has {getattr(config, name)}; give the same data and training "
                          "flags, or drop --reuse-model")
     return history
+
+
+def check_saved_run(folder: Path, needs: list[Path], option: str, fix: str) -> None:
+    """Refuses a folder without the files a saved run holds, or one that a live run writes."""
+    if not all(path.is_file() for path in needs):
+        raise InputError(f"{folder} holds no " + ("stopped run (no .checkpoint/config.json)" if
+                         option == "--resume" else "finished run (metrics.json and "
+                         "autoencoder.keras)") + f"; {fix}")
+    if (folder / LOCK).is_file():
+        with open(folder / LOCK) as probe:
+            lock_or_refuse(probe.fileno(), option, folder, "name a finished run's folder")
+
+
+def first_difference(saved: dict, wanted: dict) -> str | None:
+    """The first flag that decides the model (TRAINING_FLAGS, and --out) whose value `wanted` gives
+    otherwise than a saved run's settings, or None."""
+    return next((name for name in (*TRAINING_FLAGS, "out")
+                 if name in wanted and str(wanted[name]) != str(saved[name])), None)
+
+
+def read_history(checkpoint: Path) -> dict[str, list[float]]:
+    """The history training's CSVLogger wrote in `checkpoint`: a list per HISTORY name, a number
+    per epoch; empty lists before the first epoch."""
+    if not (checkpoint / "history.csv").is_file():
+        return {name: [] for name in HISTORY}
+    with (checkpoint / "history.csv").open(newline="") as stream:
+        lines = list(csv.DictReader(stream))
+    return {name: [float(line[name]) for line in lines] for name in HISTORY}
 
 
 def load_model(path: Path) -> keras.Model:
@@ -1587,10 +1593,8 @@ class Terminated(Exception):
 
 
 def saved_epochs(checkpoint: Path) -> int:
-    """How many epochs a training checkpoint holds: its history.csv has a header, then a line per
-    epoch."""
-    log = checkpoint / "history.csv"
-    return len(log.read_text().splitlines()) - 1 if log.is_file() else 0
+    """How many epochs a training checkpoint holds."""
+    return len(read_history(checkpoint)["loss"])
 
 
 def saved_training(config: Config) -> str:

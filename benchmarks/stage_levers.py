@@ -48,6 +48,7 @@ from common import am
 LEVERS = ("none", "per-cluster", "overcluster", "rounds", "fallback", "heads", "balance")
 FINER = 5  # overcluster: the finer head's clusters per cluster (IIC's five times as many)
 HEADS = 5  # heads: IIC's number of heads
+CONFIDENT = 0.9  # rounds and fallback: the probability at which the student is sure of an image
 BALANCE = 1.0  # balance: the entropy term's weight, against the clean targets' cross-entropy of weight 1
 
 
@@ -62,8 +63,9 @@ def targets_for(model: Path, encoder, data: am.Dataset, config: am.Config, lever
     before = set(kept)
     if "embedding" not in kept:
         codes = am.encode(encoder, data.x_train)
-        kept["targets"], kept["neighbours"], kept["embedding"] = am.training_targets(codes, data.n_clusters,
-                                                                                     config.seed)
+        kept["targets"], kept["neighbours"] = am.training_targets(codes, data.n_clusters, config.seed)
+        with threadpool_limits(1):  # the embedding the targets came from: the same steps again
+            kept["embedding"] = am.reduce("umap10", *am.spaces(codes, None, config.seed)[0]["umap10"], config.seed)
     with threadpool_limits(1):
         if lever == "overcluster" and "finer" not in kept:
             kept["finer"] = am.clusterers(FINER * data.n_clusters, config.seed)["gmm"].fit_predict(kept["embedding"])
@@ -133,15 +135,20 @@ def vote(predicted: dict[str, np.ndarray], matches: list[np.ndarray]) -> np.ndar
     return total / len(heads)
 
 
-def balanced_loss(y_true, y_pred):
-    """The clean targets' cross-entropy per image, plus BALANCE times the negative entropy of the batch's
-    mean prediction (SCAN's term: lowest when the batch spreads evenly over the clusters)."""
+def balance_term():
+    """A layer that passes the student's predictions on and adds to its loss BALANCE times the negative
+    entropy of the batch's mean prediction (SCAN's term: lowest when the batch spreads evenly over the
+    clusters), beside the clean targets' cross-entropy."""
+    import keras
     from keras import ops
 
-    mean = ops.mean(y_pred, axis=0)
-    negative_entropy = ops.sum(mean * ops.log(ops.clip(mean, 1e-8, 1.0)))
-    cross_entropy = ops.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred)
-    return cross_entropy + BALANCE * negative_entropy
+    class Balance(keras.layers.Layer):
+        def call(self, predictions):
+            mean = ops.mean(predictions, axis=0)
+            self.add_loss(BALANCE * ops.sum(mean * ops.log(ops.clip(mean, 1e-8, 1.0))))
+            return predictions
+
+    return Balance(name="balance")
 
 
 def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
@@ -172,8 +179,9 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
         student = every  # predicts every head: the first is the student, all of them vote (below)
         learned = float(each_clean.mean())
     elif lever == "balance":
-        student = am.learn(am.build_student(data.n_clusters), data.x_train[clean], targets[clean], config.student,
-                           loss=balanced_loss)
+        student = am.build_student(data.n_clusters)
+        student = am.learn(keras.Model(student.input, balance_term()(student.output)), data.x_train[clean],
+                           targets[clean], config.student)
         learned = float(clean.mean())
     else:
         if lever == "per-cluster":
@@ -185,7 +193,7 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
         learned = float(clean.mean())
         if lever == "rounds":
             probabilities = student.predict(data.x_train, batch_size=1024, verbose=0)
-            confident = probabilities.max(axis=1) >= am.CONFIDENT
+            confident = probabilities.max(axis=1) >= CONFIDENT
             student = am.learn(am.build_student(data.n_clusters), data.x_train[confident],
                                probabilities.argmax(axis=1)[confident], config.student)
             learned = float(confident.mean())
@@ -204,7 +212,7 @@ def lever_seed(lever: str, config: am.Config, model: Path) -> dict:
         rows["start"] = am.score(data.y_test, begun["scored"])
         rows["student"] = am.score(data.y_test, probabilities.argmax(axis=1), probabilities, config.seed)
         match = matched(begun["training"], assigned, data.n_clusters)
-        sure = probabilities.max(axis=1) >= am.CONFIDENT
+        sure = probabilities.max(axis=1) >= CONFIDENT
         clusters = np.where(sure, probabilities.argmax(axis=1), match[begun["scored"]])
         rows["fallback"] = {**am.score(data.y_test, clusters), "unsure": float(1 - sure.mean()),
                             "changed": float(np.mean(clusters != probabilities.argmax(axis=1)))}

@@ -167,8 +167,6 @@ BAD_FLAGS = {
     "unknown flag": (["--epoch", "2"], "unrecognized arguments"),
     "bottleneck of one number": (["--bottleneck", "1"], "--bottleneck 1 leaves no second dimension"),
     "dense model without a code size": (["--architecture", "dense"], "--architecture dense needs --bottleneck N"),
-    "context images that are already scored": (["--evaluate-on", "train+test", "--embed-train"],
-                                                "--evaluate-on train+test already scores them; drop --embed-train"),
     "unknown recipe": (["--recipe", "best"], "invalid choice: 'best'"),
     "negative noise": (["--noise", "-0.1"], "-0.1 must be 0 or more"),
     "negative student epochs": (["--student", "-1"], "-1 must be 0 or more"),

@@ -148,7 +148,10 @@ def test_the_balance_term_is_lowest_when_the_batch_spreads_evenly_over_the_clust
     from keras import ops
 
     def loss(predictions, targets):
-        return float(ops.mean(stage_levers.balanced_loss(np.array(targets), np.array(predictions, "float32"))))
+        balance, predictions = stage_levers.balance_term(), np.array(predictions, "float32")
+        assert np.array_equal(balance(predictions), predictions) and len(balance.losses) == 1
+        cross_entropy = ops.mean(ops.sparse_categorical_crossentropy(np.array(targets), predictions))
+        return float(cross_entropy) + float(balance.losses[0])
 
     # Two sure images in two clusters: cross-entropy 0, the batch's mean (0.5, 0.5) has entropy log 2.
     assert loss([[1.0, 0.0], [0.0, 1.0]], [0, 1]) == pytest.approx(-stage_levers.BALANCE * np.log(2), abs=1e-5)
@@ -235,7 +238,7 @@ def test_reconstruction_scores_match_hand_computed_values():
 
 def test_codes_that_do_not_vary_are_refused_before_pca_divides_by_their_zero_variance():
     # An autoencoder that learned nothing from its images gives every image the same code.
-    with pytest.raises(am.InputError, match="the scored images' codes are all the same: nothing to cluster"):
+    with pytest.raises(am.InputError, match="the codes are all the same: nothing to cluster"):
         am.spaces(np.ones((200, 10), np.float32), None, seed=0)
 
 
@@ -340,7 +343,7 @@ def test_rows_of_every_reduction_come_from_the_workers_as_the_main_process_compu
     assert by_row["latent", "none", "kmeans"].embedding is None  # the codes themselves: not sent back
     assert by_row["latent", "umap10+train", "gmm"].embedding.shape == (120, 10)  # scored points only
     # A worker's task, run here, gives the same row: the points' principal components, then PCA to 2-D.
-    compact, _ = am.principal_components(codes, 0)
+    compact = am.spaces(codes, None, 0)[0]["tsne"][0]
     [direct] = am.embed_and_cluster("latent", "pca", codes, None, 120, labels, 3, 0)
     assert np.allclose(by_row["latent", "pca", "kmeans"].embedding, direct.embedding, atol=1e-5)
     assert np.array_equal(by_row["latent", "pca", "kmeans"].clusters, direct.clusters)
@@ -498,12 +501,13 @@ def test_an_interrupt_says_how_to_continue_only_for_saved_epochs(tmp_path):
     assert am.saved_training(config) == ""  # no checkpoint: nothing to resume
     log = tmp_path / ".checkpoint" / "history.csv"
     log.parent.mkdir()
-    log.write_text("epoch,loss\n")
+    header = "epoch,images_per_second,loss,val_loss\n"  # as CSVLogger writes it
+    log.write_text(header)
     assert am.saved_training(config) == ""  # interrupted in the first epoch
-    log.write_text("epoch,loss\n0,0.1\n")
+    log.write_text(header + "0,900,0.1,0.1\n")
     assert f"1 of 3 epochs are saved: `python autoencoder_mnist.py --resume {tmp_path}` continues" in (
         am.saved_training(config))
-    log.write_text("epoch,loss\n0,0.1\n1,0.09\n2,0.08\n")
+    log.write_text(header + "0,900,0.1,0.1\n1,900,0.09,0.09\n2,900,0.08,0.08\n")
     assert "training had finished" in am.saved_training(config)
     assert am.saved_training(am.Config(out=tmp_path, epochs=3, reuse_model=tmp_path)) == ""
 
@@ -529,9 +533,10 @@ def test_a_recipe_sets_its_flags_and_flags_beside_it_win():
     assert (headline.architecture, headline.bottleneck, headline.noise, headline.epochs, headline.embed_train) == (
         "dense", 10, 0.2, 50, True)
     assert am.parse_config(["--recipe", "headline", "--epochs", "3"]).epochs == 3
-    # Under train+test every image is scored already: the recipe's training context is left out.
+    # Under train+test every image is scored already: the training context is off, asked or not.
     transductive = am.parse_config(["--recipe", "headline", "--evaluate-on", "train+test"])
     assert not transductive.embed_train and transductive.architecture == "dense"
+    assert not am.parse_config(["--evaluate-on", "train+test", "--embed-train"]).embed_train
     # The student recipe: 20 epochs of the headline's pretraining, then one student of six epochs.
     assert am.parse_config(["--recipe", "student"]) == replace(headline, recipe="student", epochs=20, student=6)
 
