@@ -1351,18 +1351,18 @@ def check_arrays(arrays: dict[str, np.ndarray]) -> None:
     """Refuses, in one line, images or labels that are not what read_npz says they may be."""
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
         images, labels = arrays[x], arrays.get(y)
-        for wrong, problem in [
-            (lambda: images.dtype.kind not in "uif", lambda: f"has dtype {images.dtype}"),
-            (lambda: images.ndim != 3 or images.shape[1:] != (28, 28) or not len(images),
-             lambda: f"has shape {images.shape}, not (n, 28, 28) with n >= 1"),
-            (lambda: images.dtype.kind == "f" and not np.isfinite(images).all(),
-             lambda: "contains NaN or infinity"),
-            (lambda: images.min() < 0 or images.max() > 255,
-             lambda: f"has values {images.min()}..{images.max()}"),
-            (lambda: images.min() == images.max(), lambda: f"holds one value ({images.min()})")]:
-            if wrong():
-                raise InputError(f"{x} {problem()}; images must be numbers in 0..255 (uint8, as "
-                                 "in Keras) or in [0, 1], and differ")
+        # The first problem only: each test needs the ones before it to pass.
+        problem = (f"has dtype {images.dtype}" if images.dtype.kind not in "uif" else
+                   f"has shape {images.shape}, not (n, 28, 28) with n >= 1"
+                   if images.ndim != 3 or images.shape[1:] != (28, 28) or not len(images) else
+                   "contains NaN or infinity"
+                   if images.dtype.kind == "f" and not np.isfinite(images).all() else
+                   f"has values {images.min()}..{images.max()}"
+                   if images.min() < 0 or images.max() > 255 else
+                   f"holds one value ({images.min()})" if images.min() == images.max() else None)
+        if problem:
+            raise InputError(f"{x} {problem}; images must be numbers in 0..255 (uint8, as in "
+                             "Keras) or in [0, 1], and differ")
         if labels is not None and (labels.dtype.kind not in "ui" or labels.shape != (len(images),)
                                    or labels.min() < 0 or labels.max() > 255):
             values = f" and values {labels.min()}..{labels.max()}" if labels.size else ""
