@@ -77,3 +77,29 @@ def test_the_readmes_speed_ratio_repeats_its_report():
     assert stated.group(2).split()[0] in report.splitlines()[2]  # the CPU the report names
     ratio = re.search(r"^whole run +[\d.]+ +[\d.]+ +(\d\.\d\d)$", report, re.MULTILINE).group(1)
     assert stated.group(1) == ratio and "student run against the baseline" in report
+
+
+def test_the_readmes_size_tables_and_protocol_ratio_repeat_their_reports():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Size\n")[1].split("\n## ")[0]
+    tables = [(re.findall(r"\]\((docs/results/scale/[^)]+\.md)\)", before)[-1], table)
+              for before, table in re.findall(r"([^|]*)\n\n((?:\|.*\n)+)", section)]
+    assert tables, "the Size section's table moved; keep it checked here"
+    for source, table in tables:  # each table repeats the report linked last before it
+        rows = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.strip().strip("|").split("|")]
+                                                   for line in table.splitlines())}
+        curve = {cells[0]: cells[1:-1] for cells in ([cell.strip() for cell in line.strip().strip("|").split("|")]
+                                                      for line in (REPO / source).read_text().splitlines()
+                                                      if line.startswith("| "))}
+        images = [sum(int(part.replace(",", "")) for part in cell.split(": ")[1].split(" + "))
+                  for cell in curve["stage"]]
+        assert rows["images (training + scored)"] == [f"{count:,}" for count in images], source
+        assert rows["whole run, minutes"] == [f"{float(s) / 60:.1f}" for s in curve["whole run (wall)"]], source
+        assert rows["peak memory, all processes, GiB"] == [
+            f"{int(mb.replace(',', '')) / 1024:.1f}" for mb in curve["peak memory, all processes (MB)"]], source
+    stated = re.search(r"took (\d\.\d\d)x the held-out run's time[^]]*\]\((docs/results/[^)]+\.md)\)",
+                       " ".join(section.split()))
+    assert stated, "the Size section's sentence on the papers' protocol moved; keep it checked here"
+    report = (REPO / stated.group(2)).read_text()
+    assert re.search(r"protocol run against the student run, whole run: median ratio (\d\.\d\d)",
+                     report).group(1) == stated.group(1)
