@@ -140,7 +140,7 @@ def run(config: Config) -> None:
                                                                              config)
         print(f"  {data.source}: {data.scaling}; {len(data.x_train):,} training and "
               f"{len(data.x_test):,} scored images, {data.n_clusters} clusters"
-              + ", no labels" * (data.y_test is None), flush=True)
+              + ("" if data.y_test is not None else ", no labels"), flush=True)
     with run_folder(config) as (staging, checkpoint):
         with stages("imports", "importing Keras and umap-learn"):
             import_stack()
@@ -377,8 +377,9 @@ def load_data(config: Config) -> Dataset:
     n_clusters = config.clusters or (None if labels["test"] is None else
                                      len(np.unique(labels["test"])))
     refuse_unclusterable(splits["train"]["x"], splits["test"]["x"], n_clusters, config)
-    x_train = compact(splits["train"]["x"], scale)
-    x_test = x_train if config.evaluate_on == "train+test" else compact(splits["test"]["x"], scale)
+    x_train = compact_images(splits["train"]["x"], scale)
+    x_test = (x_train if config.evaluate_on == "train+test" else
+              compact_images(splits["test"]["x"], scale))
     digits = config.data is None or names == [str(digit) for digit in range(10)]
     return Dataset(x_train, labels["train"], intensities(x_test), labels["test"],
                    splits["test"]["i"], n_clusters, scale, scaling, source,
@@ -404,7 +405,7 @@ def sample(labels: np.ndarray | None, n: int, size: int, rng: np.random.Generato
     return np.sort(order[np.argsort(position[order], kind="stable")[:size]])
 
 
-def compact(images: np.ndarray, scale: float) -> np.ndarray:
+def compact_images(images: np.ndarray, scale: float) -> np.ndarray:
     """Images (n, 28, 28) -> (n, 28, 28, 1): integers (0..255) as uint8, floats divided by scale."""
     return (images.astype(np.uint8, copy=False) if images.dtype.kind in "ui" else
             (images / np.float32(scale)).astype("float32", copy=False))[..., None]
